@@ -1,0 +1,67 @@
+# The course's commands. `make lab` and `make test` are the two a new user needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
+# nbval runs the notebooks in the tiny `ci` preset; `make course` / `make notebooks` use BT_PRESET.
+export TF_CPP_MIN_LOG_LEVEL ?= 2
+
+.PHONY: help venv lab test test-py test-nb check-sync course notebooks sync bench clean
+
+help:
+	@echo "make lab        - create .venv if missing, install the project, start JupyterLab on notebooks/"
+	@echo "make test       - the whole suite: pytest, notebooks in sync, nbval over the notebooks (ci preset)"
+	@echo "make course     - execute every notebook headless (preset from BT_PRESET) into build/"
+	@echo "make notebooks  - re-execute the committed notebooks in place (teaching preset, real data)"
+	@echo "make sync       - update each notebook's .ipynb from its .py percent script"
+	@echo "make bench      - run every benchmark (prints JSON)"
+
+venv: $(STAMP)
+
+# Re-installs when pyproject.toml changes; the kernel spec lives inside the venv.
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --upgrade pip
+	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (barlow-twins-course)"
+	touch $(STAMP)
+
+lab: $(STAMP)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(LAB_ARGS)
+
+test: test-py check-sync test-nb
+
+test-py: $(STAMP)
+	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+
+check-sync: $(STAMP)
+	$(BIN)/python tools/check_notebooks.py $(NOTEBOOKS)
+
+test-nb: $(STAMP)
+	@if [ -n "$(NOTEBOOKS)" ]; then \
+	  BT_PRESET=ci $(BIN)/python -m pytest --nbval-lax --nbval-current-env \
+	    --nbval-sanitize-with notebooks/nbval_sanitize.cfg -p no:cacheprovider $(NOTEBOOKS); \
+	else echo "no notebooks yet"; fi
+
+course: $(STAMP)
+	mkdir -p build
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/jupytext --to ipynb --execute --output build/$$(basename $$nb) $$nb || exit 1; \
+	done
+
+notebooks: $(STAMP)
+	@for nb in $(NOTEBOOKS); do \
+	  echo "== $$nb"; \
+	  $(BIN)/jupytext --execute --update --to ipynb $${nb%.ipynb}.py || exit 1; \
+	done
+
+sync: $(STAMP)
+	$(BIN)/jupytext --sync notebooks/[0-9][0-9]_*.py
+
+bench: $(STAMP)
+	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf build .pytest_cache
