@@ -21,3 +21,13 @@ __version__ = "0.1.0"
 
 #: Where Colab's first cell installs the package from (the one place that names it).
 REPO_URL = "https://github.com/barlow-twins-course/barlow-twins-course"
+
+
+def __getattr__(name):
+    # `bt_helpers.start()` opens every notebook; importing it lazily keeps `import bt_helpers`
+    # free of TensorFlow until it is needed.
+    if name == "start":
+        from .data import start
+
+        return start
+    raise AttributeError(f"module 'bt_helpers' has no attribute {name!r}")
