@@ -7,7 +7,7 @@ NOTEBOOKS := $(sort $(wildcard notebooks/[0-9][0-9]_*.ipynb))
 # nbval runs the notebooks in the tiny `ci` preset; `make course` / `make notebooks` use BT_PRESET.
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 
-.PHONY: help venv lab test test-py test-nb check-sync course notebooks sync bench clean
+.PHONY: help venv lab test test-py test-nb test-browser browser-deps browser-note check-sync course notebooks sync bench clean
 
 help:
 	@echo "make lab        - create .venv if missing, install the project, start JupyterLab on notebooks/"
@@ -16,6 +16,7 @@ help:
 	@echo "make notebooks  - re-execute the committed notebooks in place (teaching preset, real data)"
 	@echo "make sync       - update each notebook's .ipynb from its .py percent script"
 	@echo "make bench      - run every benchmark (prints JSON)"
+	@echo "make test-browser - JupyterLab in Chromium: run notebooks 01-02, move explorer sliders"
 
 venv: $(STAMP)
 
@@ -33,10 +34,24 @@ ROOT_FLAG := $(if $(filter 0,$(shell id -u)),--allow-root)
 lab: $(STAMP)
 	$(BIN)/jupyter lab --notebook-dir=notebooks $(ROOT_FLAG) $(LAB_ARGS)
 
-test: test-py check-sync test-nb
+# CI (CI=true) also runs the real-browser test; elsewhere `make test-browser` runs it on demand.
+test: test-py check-sync test-nb $(if $(CI),test-browser,browser-note)
 
 test-py: $(STAMP)
-	$(BIN)/python -m pytest tests $(PYTEST_ARGS)
+	$(BIN)/python -m pytest tests --ignore=tests/browser $(PYTEST_ARGS)
+
+browser-note:
+	@echo "note: the real-browser test did not run here; \`make test-browser\` runs it (CI always does)."
+
+# Debian's Chromium, driven by Playwright's Python package (from the dev extras).
+browser-deps:
+	@command -v chromium >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "Install Chromium (Debian/Ubuntu: sudo apt-get install chromium) or set BT_CHROMIUM"; exit 1; fi; }
+
+test-browser: $(STAMP) browser-deps
+	$(BIN)/python -m pytest tests/browser -v $(PYTEST_ARGS)
 
 check-sync: $(STAMP)
 	$(BIN)/python tools/check_notebooks.py $(NOTEBOOKS)
