@@ -30,10 +30,16 @@ What this module holds:
 Everything is computed in float32 whatever the input dtype (bfloat16 or float16 embeddings from
 a mixed-precision network are cast first): the statistics and the ``D x D`` sums need it.
 
-**Cost.** One ``(D, N) x (N, D)`` matmul for ``c``. The diagonal ``c_ii`` is computed from the
-normalised embeddings in ``O(N D)`` and the redundancy term as ``sum(c^2) - sum(c_ii^2)``, so
-no masked copy of ``c`` (the 2021 example's ``set_diag``) is made and the backward pass touches
-the ``D x D`` matrix once; ``1 / N`` is folded into the ``(N, D)`` operand, not the result.
+**Cost.** The diagonal ``c_ii`` is computed from the normalised embeddings in ``O(N D)`` and
+the redundancy term as ``sum(c^2) - sum(c_ii^2)``, so no masked copy of ``c`` (the 2021
+example's ``set_diag``) is ever made; ``1 / N`` is folded into the ``(N, D)`` operand, not the
+``(D, D)`` result. :func:`barlow_twins_terms` (which returns ``c``) does one ``(D, N) x (N, D)``
+matmul, ``N D^2`` multiply-adds, and its backward pass two more. :func:`barlow_twins_loss`
+needs only ``sum(c^2)``, which equals ``sum((z_a z_a^T) * (z_b z_b^T)) / N^2`` with the two
+``(N, N)`` Gram matrices: when ``D > N`` (the paper's 8192-wide projector on batches of 2048;
+the ``full`` preset's 8192 on 512) it takes that route, ``2 N^2 D`` multiply-adds forward and
+as many backward, never forming ``c`` (``benchmarks/bench_loss.py`` measures both). Under several
+replicas it always uses ``c``, which is what the replicas all-reduce.
 
 **Distributed training.** Inside ``strategy.run`` of a ``tf.distribute`` strategy with ``R > 1``
 replicas, each replica holds ``N / R`` rows of the global batch. The loss then sums, across
@@ -345,21 +351,59 @@ def barlow_twins_terms(z_a, z_b, lambda_offdiag: float = LAMBDA_OFFDIAG,
             that differ, a rank other than 2, ``N < 2`` or NaN/inf values; the message names
             the shapes received.
     """
+    return _terms("barlow_twins_terms", z_a, z_b, lambda_offdiag, eps, need_c=True)
+
+
+def _check_lambda(lambda_offdiag) -> float:
     lambda_offdiag = float(lambda_offdiag)
     if not lambda_offdiag >= 0:
         raise ValueError("`lambda_offdiag` must be a number >= 0 (the paper uses 0.0051). "
                          f"Received: lambda_offdiag={lambda_offdiag!r}")
-    eps = _check_eps(eps)
-    (z_a, z_b), check = _check_embeddings("barlow_twins_terms", z_a=z_a, z_b=z_b)
+    return lambda_offdiag
+
+
+def _gram_is_cheaper(z: tf.Tensor) -> bool:
+    """Whether sum(c^2) is cheaper through the (N, N) Gram matrices: D > N, one replica."""
+    n, d = z.shape
+    return (n is not None and d is not None and d > n
+            and _multi_replica_context() is None)
+
+
+@tf.custom_gradient
+def _sum_sq_via_gram(za, zb):
+    """``sum((za^T zb)^2)`` as ``sum(G_a * G_b)``, ``G = z z^T`` of shape ``(N, N)``.
+
+    The gradient uses the symmetry of the Gram matrices: ``d/dza = 2 G_b za``, one matmul per
+    view instead of the two that differentiating ``za @ za^T`` generically costs.
+    """
+    g_a = tf.matmul(za, za, transpose_b=True)                          # (N, N)
+    g_b = tf.matmul(zb, zb, transpose_b=True)                          # (N, N)
+
+    def grad(dy):
+        return 2.0 * dy * tf.matmul(g_b, za), 2.0 * dy * tf.matmul(g_a, zb)   # (N, D) each
+
+    return tf.reduce_sum(g_a * g_b), grad
+
+
+def _terms(func, z_a, z_b, lambda_offdiag, eps, need_c) -> BarlowTwinsTerms:
+    lambda_offdiag, eps = _check_lambda(lambda_offdiag), _check_eps(eps)
+    (z_a, z_b), check = _check_embeddings(func, z_a=z_a, z_b=z_b)
     with tf.control_dependencies([check] if check is not None else []):
         (za, zb), n = _standardize([z_a, z_b], eps)                   # (n, D) each
     za = za / n                                     # fold 1/N into the (n, D) side: O(N D)
-    c, diag = cross_replica_sum((
-        tf.matmul(za, zb, transpose_a=True),        # (D, D)
-        tf.reduce_sum(za * zb, axis=0),             # (D,): c_ii without reading c
-    ))
+    if need_c or not _gram_is_cheaper(za):
+        c, diag = cross_replica_sum((
+            tf.matmul(za, zb, transpose_a=True),    # (D, D)
+            tf.reduce_sum(za * zb, axis=0),         # (D,): c_ii without reading c
+        ))
+        sum_sq = tf.reduce_sum(tf.square(c))
+    else:
+        # sum_ij c_ij^2 = ||za^T zb||_F^2 = sum_nm (za za^T)_nm (zb zb^T)_nm: 2 N^2 D flops
+        # instead of N D^2, and the backward pass likewise (no (D, D) matrix at all).
+        c, diag = None, tf.reduce_sum(za * zb, axis=0)
+        sum_sq = _sum_sq_via_gram(za, zb)
     invariance = tf.reduce_sum(tf.square(1.0 - diag))
-    redundancy = lambda_offdiag * (tf.reduce_sum(tf.square(c)) - tf.reduce_sum(tf.square(diag)))
+    redundancy = lambda_offdiag * (sum_sq - tf.reduce_sum(tf.square(diag)))
     return BarlowTwinsTerms(invariance, redundancy, c, invariance + redundancy)
 
 
@@ -392,7 +436,7 @@ def barlow_twins_loss(z_a, z_b, lambda_offdiag: float = LAMBDA_OFFDIAG,
     >>> float(barlow_twins_loss(z, z)) < 1.0   # identical views, nearly uncorrelated features
     True
     """
-    return barlow_twins_terms(z_a, z_b, lambda_offdiag, eps).loss
+    return _terms("barlow_twins_loss", z_a, z_b, lambda_offdiag, eps, need_c=False).loss
 
 
 @keras.saving.register_keras_serializable(package=_SERIAL_PACKAGE)
@@ -428,11 +472,7 @@ class BarlowTwinsLoss(keras.losses.Loss):
                  name: str = "barlow_twins_loss", reduction="sum_over_batch_size",
                  dtype=None):
         super().__init__(name=name, reduction=reduction, dtype=dtype)
-        lambda_offdiag = float(lambda_offdiag)
-        if not lambda_offdiag >= 0:
-            raise ValueError("`lambda_offdiag` must be a number >= 0 (the paper uses 0.0051). "
-                             f"Received: lambda_offdiag={lambda_offdiag!r}")
-        self.lambda_offdiag = lambda_offdiag
+        self.lambda_offdiag = _check_lambda(lambda_offdiag)
         self.eps = _check_eps(eps)
 
     def call(self, y_true, y_pred):

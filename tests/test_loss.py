@@ -63,6 +63,19 @@ def test_matches_reference_at_projector_width():
                                rtol=1e-5)
 
 
+@pytest.mark.parametrize("n,d", [(64, 32), (8, 64)])
+def test_loss_routes_agree_with_terms(n, d):
+    """barlow_twins_loss takes the Gram-matrix route when D > N; values and gradients agree."""
+    z_a, z_b = (tf.constant(z) for z in random_views(n, d, seed=11))
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch([z_a, z_b])
+        loss = L.barlow_twins_loss(z_a, z_b, 0.1)
+        via_c = L.barlow_twins_terms(z_a, z_b, 0.1).loss
+    np.testing.assert_allclose(float(loss), float(via_c), rtol=1e-5)
+    for g, g_c in zip(tape.gradient(loss, [z_a, z_b]), tape.gradient(via_c, [z_a, z_b])):
+        np.testing.assert_allclose(g.numpy(), g_c.numpy(), atol=1e-6, rtol=1e-4)
+
+
 def test_normalize_is_batchnorm_without_affine():
     z_a, _ = random_views(50, 6)
     z_a[:, 2] = 0.01 * z_a[:, 2]  # a small-variance feature, where eps shows
@@ -158,15 +171,16 @@ def test_gradient_descent_lowers_the_loss():
     assert losses[-1] < 0.7 * losses[0], losses
 
 
-def test_gradient_matches_finite_differences():
-    z_a, z_b = random_views(12, 4, seed=7)
+@pytest.mark.parametrize("n,d", [(12, 4), (6, 10)])   # through c, through the Gram matrices
+def test_gradient_matches_finite_differences(n, d):
+    z_a, z_b = random_views(n, d, seed=7)
     z_a64, z_b64 = tf.constant(z_a), tf.constant(z_b)
     with tf.GradientTape() as tape:
         tape.watch(z_a64)
         loss = L.barlow_twins_loss(z_a64, z_b64, lambda_offdiag=0.3)
     grad = tape.gradient(loss, z_a64).numpy()
     h = 1e-4
-    for (i, j) in [(0, 0), (5, 2), (11, 3)]:
+    for (i, j) in [(0, 0), (n // 2, d // 2), (n - 1, d - 1)]:
         up, down = z_a.astype(np.float64).copy(), z_a.astype(np.float64).copy()
         up[i, j] += h
         down[i, j] -= h
@@ -275,7 +289,7 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
     import keras
     from bt_helpers import loss as L
 
-    N, IN, D, LAM = 16, 6, 8, 0.05
+    N, IN, D, LAM = 16, 6, 12, 0.05   # D > N / R: the multi-replica path must not use Gram matrices
     rng = np.random.default_rng(0)
     x_a = rng.normal(size=(N, IN)).astype("float32")
     x_b = (x_a + 0.3 * rng.normal(size=(N, IN))).astype("float32")
