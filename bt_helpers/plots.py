@@ -13,6 +13,326 @@ import numpy as np
 
 # --- cross-correlation and loss (notebooks 02, 03) ---------------------------------------------
 
+#: Diverging colour map for correlations: blue -1, white 0, red +1.
+CORRELATION_CMAP = "RdBu_r"
+
+
+def _square_matrix(c, name: str = "c") -> np.ndarray:
+    c = np.asarray(c, dtype=np.float64)
+    if c.ndim != 2 or c.shape[0] != c.shape[1] or c.shape[0] < 1:
+        raise ValueError(f"Expected a square (D, D) matrix such as the cross-correlation "
+                         f"matrix; received {name}.shape={c.shape}.")
+    return c
+
+
+def correlation_stats(c, lambda_offdiag: float = 0.0051) -> dict:
+    """Summary numbers of a cross-correlation matrix, in NumPy (no TensorFlow needed).
+
+    Args:
+        c: the cross-correlation matrix, shape ``(D, D)``.
+        lambda_offdiag: weight of the redundancy term. Defaults to ``0.0051``.
+
+    Returns:
+        A dict with ``D``, ``mean_diagonal``, ``mean_abs_off_diagonal``, ``rms_off_diagonal``,
+        ``invariance`` (``sum_i (1 - c_ii)^2``), ``off_diagonal_sq_sum``
+        (``sum_{i != j} c_ij^2``, unweighted), ``redundancy`` (weighted) and ``loss``.
+    """
+    c = _square_matrix(c)
+    d = c.shape[0]
+    diag = np.diag(c)
+    off_sq = float(np.sum(c ** 2) - np.sum(diag ** 2))
+    n_off = max(d * (d - 1), 1)
+    invariance = float(np.sum((1.0 - diag) ** 2))
+    return {
+        "D": d,
+        "mean_diagonal": float(diag.mean()),
+        "mean_abs_off_diagonal": float((np.abs(c).sum() - np.abs(diag).sum()) / n_off),
+        "rms_off_diagonal": float(np.sqrt(max(off_sq, 0.0) / n_off)),
+        "invariance": invariance,
+        "off_diagonal_sq_sum": off_sq,
+        "redundancy": lambda_offdiag * off_sq,
+        "loss": invariance + lambda_offdiag * off_sq,
+    }
+
+
+def _draw_correlation(ax, c, title=None, colorbar=True):
+    d = c.shape[0]
+    im = ax.imshow(c, cmap=CORRELATION_CMAP, vmin=-1.0, vmax=1.0, interpolation="nearest")
+    ax.set_xlabel("feature j of z_b")
+    ax.set_ylabel("feature i of z_a")
+    if d <= 12:
+        ax.set_xticks(range(d))
+        ax.set_yticks(range(d))
+    if title:
+        ax.set_title(title)
+    if colorbar:
+        ax.figure.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="c_ij")
+    return im
+
+
+def plot_cross_correlation(c, title: str = None, ax=None):
+    """Heatmap of a cross-correlation matrix, with -1 blue, 0 white and +1 red.
+
+    Args:
+        c: the cross-correlation matrix, shape ``(D, D)`` (NumPy array or tensor).
+        title: axes title. Defaults to ``"c, D x D"`` with the size.
+        ax: draw into these axes instead of a new figure. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    c = _square_matrix(c)
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.6, 4))
+    _draw_correlation(ax, c, title or f"c, {c.shape[0]} x {c.shape[0]}")
+    return ax.figure
+
+
+def plot_cross_correlations(matrices: dict, ncols: int = None, suptitle: str = None):
+    """Several cross-correlation heatmaps side by side, one shared colour bar.
+
+    Each panel is titled with its name, the mean diagonal entry and the root-mean-square
+    off-diagonal entry.
+
+    Args:
+        matrices: ``{name: c}`` with ``c`` of shape ``(D, D)`` (sizes may differ).
+        ncols: panels per row. Defaults to all in one row (at most 4).
+        suptitle: figure title. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    if not matrices:
+        raise ValueError("Expected at least one matrix; received an empty dict.")
+    items = [(name, _square_matrix(c, name)) for name, c in matrices.items()]
+    ncols = ncols or min(len(items), 4)
+    nrows = int(np.ceil(len(items) / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols + 0.8, 3.5 * nrows),
+                             squeeze=False, constrained_layout=True)
+    im = None
+    for ax, (name, c) in zip(axes.flat, items):
+        s = correlation_stats(c)
+        im = _draw_correlation(ax, c, colorbar=False,
+                               title=f"{name}\nmean c_ii={s['mean_diagonal']:.2f}, "
+                                     f"rms c_ij={s['rms_off_diagonal']:.2f}")
+        ax.title.set_fontsize(10)
+    for ax in axes.flat[len(items):]:
+        ax.set_visible(False)
+    fig.colorbar(im, ax=axes, fraction=0.02, pad=0.02, label="c_ij")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def plot_correlation_histograms(c, ax=None, bins: int = 60, title: str = None):
+    """Histograms of the diagonal and the off-diagonal entries of ``c`` on [-1, 1].
+
+    Both are drawn as densities, so the ``D`` diagonal entries stay visible next to the
+    ``D (D - 1)`` off-diagonal ones. Barlow Twins wants the first at 1, the second at 0.
+
+    Args:
+        c: the cross-correlation matrix, shape ``(D, D)``.
+        ax: draw into these axes instead of a new figure. Defaults to None.
+        bins: histogram bins over [-1, 1]. Defaults to 60.
+        title: axes title. Defaults to ``"entries of c"``.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    c = _square_matrix(c)
+    d = c.shape[0]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+    edges = np.linspace(-1.0, 1.0, bins + 1)
+    off = c[~np.eye(d, dtype=bool)]
+    if off.size:
+        ax.hist(np.clip(off, -1, 1), bins=edges, density=True, alpha=0.6, color="tab:blue",
+                label=f"off-diagonal c_ij ({off.size:,}), target 0")
+    ax.hist(np.clip(np.diag(c), -1, 1), bins=edges, density=True, alpha=0.6, color="tab:red",
+            label=f"diagonal c_ii ({d:,}), target 1")
+    ax.axvline(0.0, color="tab:blue", lw=1, ls="--")
+    ax.axvline(1.0, color="tab:red", lw=1, ls="--")
+    ax.set_xlim(-1.05, 1.05)
+    ax.set_xlabel("value")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8, loc="upper left")
+    ax.set_title(title or "entries of c")
+    return ax.figure
+
+
+def plot_loss_terms(invariance: float, redundancy: float, ax=None, title: str = None):
+    """Horizontal bars of the two loss terms and their sum.
+
+    Args:
+        invariance: ``sum_i (1 - c_ii)^2``.
+        redundancy: the weighted redundancy term ``lambda * sum_{i != j} c_ij^2``.
+        ax: draw into these axes instead of a new figure. Defaults to None.
+        title: axes title. Defaults to ``"loss terms"``.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    values = [float(invariance), float(redundancy), float(invariance) + float(redundancy)]
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(5, 2.4))
+    labels = ["invariance\nsum (1 - c_ii)^2", "redundancy\nlambda sum c_ij^2", "loss"]
+    bars = ax.barh(labels, values, color=["tab:red", "tab:blue", "0.4"])
+    ax.invert_yaxis()
+    top = max(values + [1e-12])
+    for bar, value in zip(bars, values):
+        ax.text(bar.get_width() + 0.01 * top, bar.get_y() + bar.get_height() / 2, f"{value:.3g}",
+                va="center", fontsize=9)
+    ax.set_xlim(0, 1.2 * top)
+    ax.set_title(title or "loss terms")
+    return ax.figure
+
+
+def plot_correlation_summary(c, lambda_offdiag: float = 0.0051, title: str = None):
+    """Heatmap of ``c``, histograms of its entries and the two loss terms, in one figure.
+
+    Args:
+        c: the cross-correlation matrix, shape ``(D, D)``.
+        lambda_offdiag: weight of the redundancy term in the bar chart. Defaults to ``0.0051``.
+        title: figure title. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure`` (what :func:`bt_helpers.widgets.correlation_explorer` shows).
+    """
+    c = _square_matrix(c)
+    s = correlation_stats(c, lambda_offdiag)
+    fig = plt.figure(figsize=(13, 3.9), constrained_layout=True)
+    grid = fig.add_gridspec(1, 3, width_ratios=[1.0, 1.25, 1.0])
+    plot_cross_correlation(c, ax=fig.add_subplot(grid[0]))
+    plot_correlation_histograms(c, ax=fig.add_subplot(grid[1]))
+    plot_loss_terms(s["invariance"], s["redundancy"], ax=fig.add_subplot(grid[2]),
+                    title=f"loss terms (lambda = {lambda_offdiag:g})")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_lambda_balance(c, lambda_offdiag: float = 0.0051, lambdas=None, title: str = None):
+    """How lambda weighs ``D (D - 1)`` off-diagonal entries against ``D`` diagonal ones.
+
+    Left: the invariance term (flat) and the weighted redundancy term ``lambda * S`` (a line
+    on log-log axes, ``S = sum_{i != j} c_ij^2``) against lambda, with the current lambda, the
+    value ``1 / D`` and the balance point ``invariance / S`` marked. Right: the share of each
+    term in the loss at the current lambda.
+
+    Args:
+        c: a cross-correlation matrix, shape ``(D, D)``.
+        lambda_offdiag: the lambda to mark. Defaults to ``0.0051``.
+        lambdas: the lambda grid of the left panel. Defaults to 200 values from ``1e-5`` to 1.
+        title: figure title. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    c = _square_matrix(c)
+    s = correlation_stats(c, lambda_offdiag)
+    d, inv, off = s["D"], s["invariance"], s["off_diagonal_sq_sum"]
+    lambdas = np.logspace(-5, 0, 200) if lambdas is None else np.asarray(lambdas, float)
+    fig, (ax, ax_bar) = plt.subplots(1, 2, figsize=(11, 3.8), constrained_layout=True,
+                                     gridspec_kw={"width_ratios": [1.6, 1.0]})
+    floor = 1e-6
+    ax.loglog(lambdas, np.full_like(lambdas, max(inv, floor)), color="tab:red",
+              label="invariance  sum_i (1 - c_ii)^2")
+    ax.loglog(lambdas, np.maximum(lambdas * off, floor), color="tab:blue",
+              label="redundancy  lambda * sum_{i!=j} c_ij^2")
+    ax.axvline(lambda_offdiag, color="k", lw=1.2, label=f"lambda = {lambda_offdiag:.3g}")
+    ax.axvline(1.0 / d, color="0.5", lw=1, ls="--", label=f"1 / D = {1.0 / d:.3g}")
+    if off > 0 and inv > 0:
+        ax.axvline(inv / off, color="tab:purple", lw=1, ls=":",
+                   label=f"equal terms at lambda = {inv / off:.3g}")
+    ax.set_xlabel("lambda_offdiag")
+    ax.set_ylabel("term value")
+    ax.legend(fontsize=8)
+    ax.set_title(f"D = {d}: {d} diagonal vs {d * (d - 1):,} off-diagonal entries")
+    total = s["loss"]
+    shares = [inv / total, s["redundancy"] / total] if total > 0 else [0.5, 0.5]
+    bars = ax_bar.bar(["invariance", "redundancy"], shares, color=["tab:red", "tab:blue"])
+    for bar, value, share in zip(bars, [inv, s["redundancy"]], shares):
+        ax_bar.text(bar.get_x() + bar.get_width() / 2, share + 0.02, f"{value:.3g}",
+                    ha="center", fontsize=9)
+    ax_bar.set_ylim(0, 1.12)
+    ax_bar.set_ylabel("share of the loss")
+    ax_bar.set_title(f"at lambda = {lambda_offdiag:.3g}: loss {total:.3g}")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_correlation_frames(frames, history: dict = None, title: str = None):
+    """Snapshots of ``c`` during training, and optionally the loss terms against the step.
+
+    Args:
+        frames: a sequence of ``(step, c)`` pairs, ``c`` of shape ``(D, D)``.
+        history: ``{name: sequence of values per step}``, e.g. ``{"invariance": [...],
+            "redundancy": [...]}``, drawn on a log scale in a last panel. Defaults to None.
+        title: figure title. Defaults to None.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    frames = [(step, _square_matrix(c)) for step, c in frames]
+    if not frames:
+        raise ValueError("Expected at least one (step, c) frame; received none.")
+    n = len(frames) + (1 if history else 0)
+    fig, axes = plt.subplots(1, n, figsize=(3.0 * n + 0.8, 3.3), constrained_layout=True,
+                             squeeze=False)
+    axes = axes[0]
+    im = None
+    for ax, (step, c) in zip(axes, frames):
+        s = correlation_stats(c)
+        im = _draw_correlation(ax, c, colorbar=False,
+                               title=f"step {step}\nmean c_ii={s['mean_diagonal']:.2f}, "
+                                     f"rms c_ij={s['rms_off_diagonal']:.2f}")
+        ax.title.set_fontsize(9)
+        ax.set_xlabel("")
+        ax.set_ylabel("")
+    fig.colorbar(im, ax=list(axes[:len(frames)]), fraction=0.02, pad=0.02)
+    if history:
+        ax = axes[-1]
+        for name, values in history.items():
+            values = np.asarray(values, float)
+            ax.semilogy(np.arange(len(values)), np.maximum(values, 1e-8), label=name)
+        for step, _ in frames:
+            ax.axvline(step, color="0.8", lw=0.8, zorder=0)
+        ax.set_xlabel("step")
+        ax.legend(fontsize=8)
+        ax.set_title("loss terms")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_lambda_sweep(lambdas, invariance, off_diagonal_sq_sum, proj_dim: int,
+                      title: str = None):
+    """What training converged to for each lambda: the two unweighted sums against lambda.
+
+    Args:
+        lambdas: the lambda of each run, shape ``(R,)``.
+        invariance: ``sum_i (1 - c_ii)^2`` at the end of each run, shape ``(R,)``.
+        off_diagonal_sq_sum: ``sum_{i != j} c_ij^2`` (unweighted) at the end of each run.
+        proj_dim: ``D``, to mark ``lambda = 1 / D``.
+        title: axes title. Defaults to a description.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    lambdas = np.asarray(lambdas, float)
+    fig, ax = plt.subplots(figsize=(6.2, 3.8), constrained_layout=True)
+    ax.loglog(lambdas, np.maximum(np.asarray(invariance, float), 1e-8), "o-", color="tab:red",
+              label="invariance  sum_i (1 - c_ii)^2")
+    ax.loglog(lambdas, np.maximum(np.asarray(off_diagonal_sq_sum, float), 1e-8), "s-",
+              color="tab:blue", label="off-diagonal  sum_{i!=j} c_ij^2 (unweighted)")
+    ax.axvline(1.0 / proj_dim, color="0.5", ls="--", lw=1, label=f"1 / D = {1 / proj_dim:.3g}")
+    ax.set_xlabel("lambda_offdiag used for training")
+    ax.set_ylabel("value after training")
+    ax.legend(fontsize=8)
+    ax.set_title(title or "small lambda: invariant but redundant; large: decorrelated but noisy")
+    return fig
+
 # --- models (notebook 04) ----------------------------------------------------------------------
 
 def plot_feature_map_sizes(tables: dict, title: str = "Feature-map size after each part of the encoder"):
@@ -93,7 +413,7 @@ def plot_model_costs(rows: list, title: str = "What each encoder costs"):
     """
     panels = [("params", "parameters (millions)", 1e-6), ("gflops", "GFLOPs per image", 1.0)]
     if all("ms_per_batch" in row for row in rows):
-        panels.append(("ms_per_batch", "forward ms per batch (this CPU)", 1.0))
+        panels.append(("ms_per_batch", "forward ms per batch (measured)", 1.0))
     names = [row["name"] for row in rows]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 0.45 * len(rows) + 1.4),
                              sharey=True, squeeze=False)
