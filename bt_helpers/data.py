@@ -2,8 +2,8 @@
 
 Everything returns ``uint8`` images of shape ``(N, 32, 32, 3)`` and ``int64`` labels ``(N,)``;
 :func:`load_data` bundles them, with a seeded stratified validation split, into an
-:class:`ImageData`. Notebook 00 (setup) shows what it loads; every notebook calls
-:func:`start`, which prints the preset, the data source, the date and the device.
+:class:`ImageData`. Every notebook opens with :func:`start`, which picks the preset, loads
+its data and prints the preset, the data source, the date and the device.
 
 Where the images come from (``source``):
 
@@ -91,7 +91,7 @@ class DownloadError(DataError):
     """The CIFAR-10 download failed (offline, blocked, or interrupted)."""
 
 
-# --- the dataset container ------------------------------------------------------------------------
+# --- the dataset container -----------------------------------------------------------------------
 
 
 @dataclasses.dataclass(frozen=True, eq=False, repr=False)
@@ -136,14 +136,14 @@ class ImageData:
                 continue
             x, y = np.asarray(x), np.asarray(y)
             if x.dtype != np.uint8 or x.ndim != 4 or x.shape[-1] != 3:
-                raise ValueError(f"ImageData.x_{split} must be uint8 of shape (N, height, width, 3). "
-                                 f"Received: dtype={x.dtype}, shape={x.shape}")
+                raise ValueError(f"ImageData.x_{split} must be uint8 of shape (N, height, width, "
+                                 f"3). Received: dtype={x.dtype}, shape={x.shape}")
             if y.shape != (len(x),):
                 raise ValueError(f"ImageData.y_{split} must have shape ({len(x)},) like x_{split}. "
                                  f"Received: shape={y.shape}")
             if len(y) and (y.min() < 0 or y.max() >= len(names)):
-                raise ValueError(f"ImageData.y_{split} holds class ids outside 0..{len(names) - 1}. "
-                                 f"Received: min={y.min()}, max={y.max()}")
+                raise ValueError(f"ImageData.y_{split} holds class ids outside "
+                                 f"0..{len(names) - 1}. Received: min={y.min()}, max={y.max()}")
             object.__setattr__(self, f"x_{split}", x)
             object.__setattr__(self, f"y_{split}", y.astype(np.int64, copy=False))
 
@@ -158,7 +158,7 @@ class ImageData:
         return tuple(self.x_train.shape[1:])
 
     def class_counts(self, split: str = "train") -> np.ndarray:
-        """Images per class in ``split`` (``"train"``, ``"val"`` or ``"test"``), shape ``(num_classes,)``."""
+        """Images per class in ``split`` ("train", "val" or "test"), shape ``(num_classes,)``."""
         if split not in ("train", "val", "test"):
             raise ValueError(f"split must be 'train', 'val' or 'test'. Received: split={split!r}")
         y = getattr(self, f"y_{split}")
@@ -191,7 +191,7 @@ class ImageData:
         return f"ImageData({self.describe()})"
 
 
-# --- synthetic shapes and textures ------------------------------------------------------------
+# --- synthetic shapes and textures ---------------------------------------------------------------
 
 
 def make_synthetic(n_train: int = 5000, n_test: int = 1000, seed: int = 0, image_size: int = 32):
@@ -306,7 +306,7 @@ def _synthetic_masks(labels: np.ndarray, rng: np.random.Generator, size: int) ->
     return masks
 
 
-# --- stratified split ---------------------------------------------------------------------------
+# --- stratified split ----------------------------------------------------------------------------
 
 
 def stratified_split(x, y, n_val: int, seed: int = 0):
@@ -350,7 +350,7 @@ def _stratified_indices(y: np.ndarray, n_val: int, rng: np.random.Generator):
     return rng.permutation(np.flatnonzero(~in_val)), rng.permutation(val_idx)
 
 
-# --- CIFAR-10 from the Keras cache or a download --------------------------------------------------
+# --- CIFAR-10 from the Keras cache or a download -------------------------------------------------
 
 
 def load_cifar10(cache_dir=None, download: bool = True):
@@ -458,8 +458,8 @@ def _download_cifar10(cache_dir):
 class _NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickles the CIFAR-10 batches (dicts of numpy arrays and lists) and nothing else."""
 
-    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-                ("numpy.core.multiarray", "scalar"), ("numpy._core.multiarray", "scalar"),
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy.core.multiarray", "scalar"),
+                ("numpy._core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "scalar"),
                 ("numpy", "ndarray"), ("numpy", "dtype")}
 
     def find_class(self, module, name):
@@ -495,7 +495,7 @@ def _read_cifar10_batches(folder: Path):
     return x_train, y_train, x_test, y_test, CIFAR10_CLASS_NAMES
 
 
-# --- an image folder or a .tar.gz of one ----------------------------------------------------------
+# --- an image folder or a .tar.gz of one ---------------------------------------------------------
 
 
 def load_image_folder(path, image_size: int = 32, cache: bool = True):
@@ -637,7 +637,8 @@ def _find_root(tree: _Tree, path: Path) -> tuple:
     if len(roots) == 1:
         return roots[0]
     if len(roots) > 1:
-        raise DataError(f"{path} holds several datasets ({', '.join(r[0] + '/train' for r in roots)}). "
+        found = ", ".join(r[0] + "/train" for r in roots)
+        raise DataError(f"{path} holds several datasets ({found}). "
                         f"Point at one of them: a folder laid out as {_LAYOUT}.")
     found = ", ".join(tree.top[:8]) + (", ..." if len(tree.top) > 8 else "") or "nothing"
     hint = " It looks like the train/ folder itself; pass the folder that contains it." \
@@ -700,7 +701,8 @@ def _decode_tree(tree: _Tree, path: Path, image_size: int):
                 problems.append(f"{'/'.join(rel)} {problem}")
         arrays += [x, np.array([c for c, _ in files], np.int64)]
     if problems:
-        shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
+        more = f"; and {len(problems) - 5} more" if len(problems) > 5 else ""
+        shown = "; ".join(problems[:5]) + more
         raise DataError(f"{path}: {len(problems)} file{'s' if len(problems) > 1 else ''} cannot be "
                         f"used: {shown}. Expected {image_size}x{image_size} RGB colour images "
                         f"(.jpg, .jpeg or .png).")
@@ -774,11 +776,12 @@ def _write_cache(cache_file: Path, arrays) -> None:
     except OSError as err:
         if tmp_name and os.path.exists(tmp_name):
             os.remove(tmp_name)
-        warnings.warn(f"Could not cache the decoded images at {cache_file} ({err}); the next load "
-                      f"decodes them again. Set {CACHE_DIR_ENV} to a writable folder.", stacklevel=3)
+        warnings.warn(f"Could not cache the decoded images at {cache_file} ({err}); the next "
+                      f"load decodes them again. Set {CACHE_DIR_ENV} to a writable folder.",
+                      stacklevel=3)
 
 
-# --- one entry point for every source --------------------------------------------------------------
+# --- one entry point for every source ------------------------------------------------------------
 
 
 def load_data(source: Optional[str] = None, data_dir=None, n_train: Optional[int] = None,
@@ -822,7 +825,8 @@ def load_data(source: Optional[str] = None, data_dir=None, n_train: Optional[int
         raise ValueError(f"data_dir is read by source='folder' or 'auto', not source={source!r}. "
                          f"Received: data_dir={str(data_dir)!r}")
     from_env = data_dir is None and bool(os.environ.get(DATA_DIR_ENV, "").strip())
-    data_dir = data_dir if data_dir is not None else (os.environ.get(DATA_DIR_ENV, "").strip() or None)
+    if data_dir is None:
+        data_dir = os.environ.get(DATA_DIR_ENV, "").strip() or None
 
     if source == "synthetic":
         arrays = make_synthetic((n_train or SYNTHETIC_N_TRAIN) + n_val, SYNTHETIC_N_TEST, seed)
@@ -877,7 +881,8 @@ def _load_auto(data_dir, from_env: bool, n_train, n_val, seed):
         f"{_LAYOUT}, before loading:",
         f"  export {DATA_DIR_ENV}=/path/to/cifar10-train-jpeg.tar.gz      (shell), or",
         f"  os.environ['{DATA_DIR_ENV}'] = '/path/to/cifar10-train-jpeg.tar.gz'   (notebook),",
-        f"or copy cifar-10-python.tar.gz (from {CIFAR10_URL}) into {_keras_datasets_dirs(None)[0]}/.",
+        f"or copy cifar-10-python.tar.gz (from {CIFAR10_URL}) into "
+        f"{_keras_datasets_dirs(None)[0]}/.",
     ])
     arrays = make_synthetic(n_images, SYNTHETIC_N_TEST, seed)
     return "synthetic", arrays, f"bt_helpers.data.make_synthetic(seed={seed}), CIFAR-10 not found"
@@ -909,7 +914,7 @@ def _split(arrays, source: str, origin: str, n_train, n_val: int, seed: int) -> 
                      source=source, origin=origin)
 
 
-# --- the first cell of every notebook -------------------------------------------------------------
+# --- the first cell of every notebook ------------------------------------------------------------
 
 
 def start(preset_name: Optional[str] = None, seed: int = 0):

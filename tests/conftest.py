@@ -47,8 +47,8 @@ def isolated_data_env(monkeypatch, tmp_path):
     monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras"))
     # Keras also uses /tmp/.keras when the home folder is read-only: look only in KERAS_HOME.
     real = data._keras_datasets_dirs
-    monkeypatch.setattr(data, "_keras_datasets_dirs",
-                        lambda cache_dir: real(tmp_path / "keras" if cache_dir is None else cache_dir))
+    monkeypatch.setattr(data, "_keras_datasets_dirs", lambda cache_dir: real(
+        tmp_path / "keras" if cache_dir is None else cache_dir))
     return tmp_path
 
 

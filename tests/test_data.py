@@ -2,7 +2,6 @@
 CIFAR-10 cache, the ``auto`` fallback, and every error a user can meet."""
 
 import hashlib
-import io
 import os
 import pickle
 import tarfile
@@ -59,7 +58,7 @@ def assert_error(excinfo, *fragments):
         assert fragment in message, f"{fragment!r} not in error message: {message}"
 
 
-# --- synthetic data ---------------------------------------------------------------------------------
+# --- synthetic data ------------------------------------------------------------------------------
 
 
 def test_make_synthetic_shapes_dtypes_and_balance():
@@ -121,7 +120,7 @@ def test_synthetic_is_learnable_from_shape_not_colour():
     assert colour_acc < 0.2, colour_acc  # measured 0.09: the mean colour does not give it away
 
 
-# --- stratified split --------------------------------------------------------------------------------
+# --- stratified split ----------------------------------------------------------------------------
 
 
 def test_stratified_split_properties():
@@ -222,7 +221,7 @@ def test_decoded_cache_follows_changes(isolated_data_env):
     assert len(list((isolated_data_env / "cache").glob("*.npz"))) == 2
 
 
-# --- every error a user can meet ----------------------------------------------------------------------
+# --- every error a user can meet -----------------------------------------------------------------
 
 
 def test_missing_path(tmp_path):
@@ -260,6 +259,25 @@ def test_train_folder_passed_itself(tmp_path):
     with pytest.raises(DataError) as excinfo:
         load_image_folder(tmp_path / "train", cache=False)
     assert_error(excinfo, "the train/ folder itself")
+
+
+def test_several_datasets_in_one_folder(tmp_path):
+    make_folder(tmp_path / "x" / "one", classes=("a", "b"), per_class=1)
+    make_folder(tmp_path / "x" / "two", classes=("a", "b"), per_class=1)
+    with pytest.raises(DataError) as excinfo:
+        load_image_folder(tmp_path / "x", cache=False)
+    assert_error(excinfo, "several datasets", "one/train", "two/train")
+
+
+def test_hidden_files_are_skipped(tmp_path):
+    root = tmp_path / "images"
+    make_folder(root, classes=("a", "b"), per_class=2)
+    (root / "train" / "a" / "._000.png").write_bytes(b"AppleDouble")
+    (root / "train" / "b" / ".DS_Store").write_bytes(b"junk")
+    (root / "README.txt").write_text("not part of the data")
+    for path in (root, make_tarball(root, tmp_path / "images.tar.gz", prefix="top")):
+        x, y, *_ = load_image_folder(path, cache=False)
+        assert len(x) == 4
 
 
 def test_images_without_class_folders(tmp_path):
@@ -328,12 +346,13 @@ def test_palette_png_is_converted(tmp_path):
     make_folder(tmp_path, classes=("a", "b"), per_class=1)
     rgb = np.zeros((32, 32, 3), np.uint8)
     rgb[:, :16] = (200, 10, 10)
-    Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE).save(tmp_path / "train" / "b" / "palette.png")
+    palette = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.save(tmp_path / "train" / "b" / "palette.png")
     x, y, *_ = load_image_folder(tmp_path, cache=False)
     np.testing.assert_array_equal(x[-1], rgb)
 
 
-# --- CIFAR-10 from the Keras cache ------------------------------------------------------------------
+# --- CIFAR-10 from the Keras cache ---------------------------------------------------------------
 
 
 def fake_keras_cache(keras_home, per_batch=20, seed=0):
@@ -400,7 +419,7 @@ def test_download_fails_fast_without_network(tmp_path, no_network):
     assert_error(excinfo, data.CIFAR10_URL, "network disabled")
 
 
-# --- load_data ----------------------------------------------------------------------------------------
+# --- load_data -----------------------------------------------------------------------------------
 
 
 def test_unknown_source_lists_the_valid_ones():
@@ -464,7 +483,7 @@ def test_auto_prefers_the_folder(isolated_data_env, monkeypatch, recwarn):
     assert images.source == "folder" and not [w for w in recwarn if "CIFAR" in str(w.message)]
 
 
-# --- ImageData --------------------------------------------------------------------------------------------
+# --- ImageData -----------------------------------------------------------------------------------
 
 
 def test_image_data_describe_and_summary(synthetic_images):
