@@ -132,7 +132,8 @@ def main(argv=None):
         },
         "jit_compile": args.jit, "repeats": args.repeats, "statistic": "median",
         "results": results,
-        "never_slower": all(min(r["speedup"], r["speedup_via_c"]) >= 1.0 for r in results),
+        "never_slower": all(r["speedup"] >= 1.0 for r in results),
+        "via_c_never_slower": all(r["speedup_via_c"] >= 1.0 for r in results),
     }
     print(json.dumps(report, indent=2))
 

@@ -389,3 +389,86 @@ def test_two_replicas_equal_one_device_on_the_global_batch():
     assert out["weights_err"] < 1e-5, out
     # the check has teeth: per-replica statistics give another loss
     assert abs(out["local_stats_loss"] - out["loss_single"]) > 0.1, out
+
+
+# --- plots and widgets (notebooks 02, 03) ------------------------------------------------------
+
+def test_correlation_stats_match_the_loss_terms():
+    from bt_helpers import plots
+
+    z_a, z_b = L.toy_views(64, 10, noise=0.4, redundancy=0.3, seed=1)
+    terms = L.barlow_twins_terms(z_a, z_b, lambda_offdiag=0.02)
+    stats = plots.correlation_stats(terms.c.numpy(), lambda_offdiag=0.02)
+    np.testing.assert_allclose([stats["invariance"], stats["redundancy"], stats["loss"]],
+                               [float(terms.invariance), float(terms.redundancy), float(terms.loss)],
+                               rtol=1e-5)
+    assert stats["D"] == 10 and 0.6 < stats["mean_diagonal"] < 1.0
+
+
+def test_plots_draw_the_matrix_they_are_given():
+    import matplotlib.figure
+    from bt_helpers import plots
+
+    c = L.cross_correlation(*L.toy_views(32, 6, seed=2)).numpy()
+    fig = plots.plot_cross_correlation(c)
+    np.testing.assert_allclose(fig.axes[0].images[0].get_array(), c)
+    assert fig.axes[0].images[0].get_clim() == (-1.0, 1.0)
+    figures = [
+        fig,
+        plots.plot_cross_correlations({"a": c, "b": np.eye(4)}),
+        plots.plot_correlation_histograms(c),
+        plots.plot_loss_terms(1.0, 2.0),
+        plots.plot_correlation_summary(c),
+        plots.plot_lambda_balance(c, 0.01),
+        plots.plot_correlation_frames([(0, c), (10, np.eye(6))],
+                                      history={"invariance": [3, 2, 1], "redundancy": [1, 1, 0.5]}),
+        plots.plot_lambda_sweep([1e-3, 1e-2], [0.1, 0.5], [5.0, 1.0], proj_dim=6),
+    ]
+    assert all(isinstance(f, matplotlib.figure.Figure) for f in figures)
+    hist = figures[2].axes[0]
+    assert sum(p.get_height() > 0 for p in hist.patches) > 0
+    with pytest.raises(ValueError, match=r"c.shape=\(3, 4\)"):
+        plots.plot_cross_correlation(np.zeros((3, 4)))
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def _png(widget):
+    out = widget.children[-1]
+    (item,) = out.outputs
+    return item["data"]["image/png"]
+
+
+def test_correlation_explorer_reacts_to_its_sliders():
+    from bt_helpers import widgets
+
+    box = widgets.correlation_explorer(batch_size=64, proj_dim=8, noise=0.5, redundancy=0.0)
+    sliders = {w.description: w for row in box.children[:-2] for w in row.children}
+    numbers = box.children[-2]
+    before_png, before_text = _png(box), numbers.value
+    assert "expected 0.800" in before_text and "N = 64, D = 8" in before_text
+    sliders["redundancy"].value = 0.6
+    assert _png(box) != before_png and numbers.value != before_text
+    assert "expected 0.480" in numbers.value
+    sliders["embedding dim D"].value = 12
+    assert "D = 12" in numbers.value
+    # a real-embeddings source: noise and redundancy no longer apply
+    z = np.random.default_rng(0).normal(size=(40, 16)).astype(np.float32)
+    box = widgets.correlation_explorer(batch_size=64, proj_dim=8, views={"network": (z, z)})
+    source = box.children[0]
+    source.value = "network"
+    assert "N = 40, D = 8" in box.children[-2].value
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+def test_lambda_explorer_reacts_to_its_slider():
+    from bt_helpers import widgets
+
+    c = L.cross_correlation(*L.toy_views(64, 16, redundancy=0.4, seed=3)).numpy()
+    box = widgets.lambda_explorer(c, lambda_offdiag=0.0051)
+    slider, numbers = box.children[0], box.children[1]
+    before_png, before_text = _png(box), numbers.value
+    slider.value = 0.1
+    assert _png(box) != before_png and numbers.value != before_text
+    assert "lambda * D = 1.6" in numbers.value
