@@ -34,6 +34,8 @@ import tensorflow as tf  # noqa: E402
 
 from bt_helpers import config, models  # noqa: E402
 
+tf.get_logger().setLevel("ERROR")  # one tf.function per variant: retracing warnings are expected
+
 
 def _median_seconds(step, images, warmup: int, repeats: int) -> list:
     for _ in range(warmup):
