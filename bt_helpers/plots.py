@@ -436,3 +436,237 @@ def plot_model_costs(rows: list, title: str = "What each encoder costs"):
 # --- training (notebook 05) --------------------------------------------------------------------
 
 # --- evaluation (notebook 06) ------------------------------------------------------------------
+
+def _class_name_list(class_names, num_classes: int) -> list:
+    if class_names is None:
+        return [str(i) for i in range(num_classes)]
+    names = [str(n) for n in class_names]
+    if len(names) < num_classes:
+        raise ValueError(f"Need {num_classes} class names; received {len(names)}: {names}.")
+    return names
+
+
+def plot_confusion_matrix(confusion, class_names=None, normalize: bool = True,
+                          title: str = "Confusion matrix", ax=None):
+    """A confusion matrix as a heat map, each cell labelled.
+
+    Args:
+        confusion: ``(num_classes, num_classes)`` counts, rows = true class, columns =
+            predicted class (``ProbeResult.confusion``).
+        class_names: one name per class. Defaults to the class ids.
+        normalize: show each row as percentages of the true class (its recall on the
+            diagonal) instead of counts. Defaults to True.
+        title: axes title; the overall accuracy is appended. Defaults to "Confusion matrix".
+        ax: axes to draw on. Defaults to a new figure.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    confusion = np.asarray(confusion)
+    if confusion.ndim != 2 or confusion.shape[0] != confusion.shape[1]:
+        raise ValueError(f"`confusion` must be a square (num_classes, num_classes) matrix; "
+                         f"received shape {confusion.shape}.")
+    c = confusion.shape[0]
+    names = _class_name_list(class_names, c)
+    totals = confusion.sum(axis=1, keepdims=True)
+    values = 100 * confusion / np.maximum(totals, 1) if normalize else confusion
+    if ax is None:
+        size = max(4.0, 0.55 * c + 1.5)
+        fig, ax = plt.subplots(figsize=(size + 1, size))
+    else:
+        fig = ax.figure
+    image = ax.imshow(values, cmap="Blues", vmin=0, vmax=100 if normalize else None)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04,
+                 label="% of the true class" if normalize else "images")
+    threshold = (100 if normalize else values.max()) / 2
+    if c <= 20:
+        for i in range(c):
+            for j in range(c):
+                text = f"{values[i, j]:.0f}" if normalize else f"{int(values[i, j])}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=7,
+                        color="white" if values[i, j] > threshold else "black")
+    ax.set_xticks(range(c), names, rotation=45, ha="right")
+    ax.set_yticks(range(c), names)
+    ax.set_xlabel("predicted class")
+    ax.set_ylabel("true class")
+    accuracy = np.trace(confusion) / max(confusion.sum(), 1)
+    ax.set_title(f"{title} (accuracy {accuracy:.1%})" if title else "", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_2d(points, labels, class_names=None, title: str = "2-D map of the features",
+                      ax=None, point_size: float = 6.0):
+    """A scatter plot of 2-D embeddings (t-SNE, PCA), coloured by class.
+
+    Args:
+        points: ``(N, 2)`` coordinates, e.g. from ``bt_helpers.evaluate.tsne``.
+        labels: ``(N,)`` integer class ids (used for colour only: the map never saw them).
+        class_names: one name per class. Defaults to the class ids.
+        title: axes title. Defaults to "2-D map of the features".
+        ax: axes to draw on. Defaults to a new figure.
+        point_size: marker area. Defaults to 6.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    points, labels = np.asarray(points), np.asarray(labels).astype(int)
+    if points.ndim != 2 or points.shape[1] != 2 or len(points) != len(labels):
+        raise ValueError(f"Expected points of shape (N, 2) and labels of shape (N,); received "
+                         f"{points.shape} and {labels.shape}.")
+    num_classes = int(labels.max()) + 1 if len(labels) else 0
+    names = _class_name_list(class_names, num_classes)
+    cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6.5, 5.5))
+    else:
+        fig = ax.figure
+    for k in range(num_classes):
+        mask = labels == k
+        ax.scatter(points[mask, 0], points[mask, 1], s=point_size, color=cmap(k % cmap.N),
+                   label=names[k], alpha=0.8, linewidths=0)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=10)
+    ax.legend(loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, markerscale=2.5,
+              frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+def plot_retrieval_grid(query_images, neighbour_images, query_labels=None,
+                        neighbour_labels=None, class_names=None, similarities=None,
+                        title: str = "Nearest neighbours in feature space"):
+    """Query images (first column) and their nearest neighbours, one row per query.
+
+    With labels, each neighbour's frame is green when its class matches the query's and red
+    otherwise, and the row says how many match.
+
+    Args:
+        query_images: ``(Q, height, width, channels)`` uint8 or float in [0, 1].
+        neighbour_images: ``(Q, K, height, width, channels)``, most similar first.
+        query_labels: ``(Q,)`` class ids. Defaults to None (no frames).
+        neighbour_labels: ``(Q, K)`` class ids. Defaults to None.
+        class_names: one name per class. Defaults to the class ids.
+        similarities: ``(Q, K)`` cosine similarities printed under each neighbour.
+            Defaults to None.
+        title: figure title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    queries, neighbours = np.asarray(query_images), np.asarray(neighbour_images)
+    if neighbours.ndim != 5 or queries.ndim != 4 or len(queries) != len(neighbours):
+        raise ValueError(f"Expected query_images (Q, H, W, C) and neighbour_images "
+                         f"(Q, K, H, W, C); received {queries.shape} and {neighbours.shape}.")
+    q, k = neighbours.shape[:2]
+    labelled = query_labels is not None and neighbour_labels is not None
+    if labelled:
+        query_labels = np.asarray(query_labels)
+        neighbour_labels = np.asarray(neighbour_labels)
+        names = _class_name_list(class_names, int(max(query_labels.max(),
+                                                      neighbour_labels.max())) + 1)
+    fig, axes = plt.subplots(q, k + 1, figsize=(1.1 * (k + 1) + 0.6, 1.25 * q + 0.6),
+                             squeeze=False)
+    for i in range(q):
+        row = [queries[i]] + list(neighbours[i])
+        for j, image in enumerate(row):
+            ax = axes[i, j]
+            ax.imshow(image, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j == 0:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("black")
+                    spine.set_linewidth(2.5)
+                if labelled:
+                    hits = int(np.sum(neighbour_labels[i] == query_labels[i]))
+                    ax.set_ylabel(f"{names[query_labels[i]]}\n{hits}/{k} same", fontsize=8)
+                continue
+            if labelled:
+                same = neighbour_labels[i, j - 1] == query_labels[i]
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:green" if same else "tab:red")
+                    spine.set_linewidth(2.5)
+            if similarities is not None:
+                ax.set_xlabel(f"{np.asarray(similarities)[i, j - 1]:.2f}", fontsize=7,
+                              labelpad=1)
+    axes[0, 0].set_title("query", fontsize=9)
+    for j in range(1, k + 1):
+        axes[0, j].set_title(f"#{j}", fontsize=9)
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_efficiency(curves: dict, chance: float = None,
+                          title: str = "Accuracy with fewer labels"):
+    """Test accuracy against the fraction of training labels, one line per feature set.
+
+    Args:
+        curves: ``{name: {fraction: accuracy}}``, fractions in (0, 1], accuracies in [0, 1]
+            (e.g. ``{name: {f: r.accuracy for f, r in label_efficiency(...).items()}}``).
+        chance: accuracy of guessing, drawn as a dashed line. Defaults to None.
+        title: axes title.
+
+    Returns:
+        The matplotlib ``Figure`` (logarithmic fraction axis, values printed at each point).
+    """
+    if not curves:
+        raise ValueError("`curves` is empty; pass {name: {fraction: accuracy}}.")
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    all_fractions = sorted({float(f) for curve in curves.values() for f in curve})
+    for name, curve in curves.items():
+        fractions = sorted(curve)
+        accuracy = [100 * curve[f] for f in fractions]
+        ax.plot(fractions, accuracy, marker="o", label=name)
+        for f, a in zip(fractions, accuracy):
+            ax.annotate(f"{a:.1f}", (f, a), textcoords="offset points", xytext=(0, 6),
+                        ha="center", fontsize=8)
+    if chance is not None:
+        ax.axhline(100 * chance, color="0.5", linestyle="--", linewidth=1, label="chance")
+    ax.set_xscale("log")
+    ax.set_xticks(all_fractions, [f"{100 * f:g}%" for f in all_fractions])
+    ax.minorticks_off()
+    ax.set_xlabel("labelled training images used by the linear probe")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_probe_comparison(accuracies: dict, chance: float = None,
+                          title: str = "Linear probe accuracy, same probe and split"):
+    """Horizontal bars: one accuracy per feature set (or per evaluation).
+
+    Args:
+        accuracies: ``{name: accuracy in [0, 1]}``, drawn top to bottom in this order.
+        chance: accuracy of guessing, drawn as a dashed line. Defaults to None.
+        title: axes title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    if not accuracies:
+        raise ValueError("`accuracies` is empty; pass {name: accuracy}.")
+    names = list(accuracies)
+    values = np.array([100 * accuracies[n] for n in names], dtype=float)
+    fig, ax = plt.subplots(figsize=(7, 0.5 * len(names) + 1.3))
+    y = np.arange(len(names))
+    ax.barh(y, values, color=plt.get_cmap("tab10")(np.arange(len(names)) % 10))
+    for yi, v in zip(y, values):
+        ax.text(v + 1, yi, f"{v:.1f}%", va="center", fontsize=9)
+    if chance is not None:
+        ax.axvline(100 * chance, color="0.4", linestyle="--", linewidth=1)
+        ax.text(100 * chance, len(names) - 0.45, " chance", fontsize=8, color="0.4")
+    ax.set_yticks(y, names)
+    ax.invert_yaxis()
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("test accuracy (%)")
+    ax.grid(axis="x", alpha=0.3)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig

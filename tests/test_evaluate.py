@@ -272,3 +272,33 @@ def test_tsne_keeps_clusters_apart():
     np.fill_diagonal(d, np.inf)
     assert np.mean(y[d.argmin(axis=1)] == y) == 1.0
     np.testing.assert_array_equal(points, ev.tsne(x, perplexity=15, n_iter=500, seed=0))
+
+
+# --- figures (bt_helpers.plots, evaluation section) --------------------------------------------
+
+def test_evaluation_figures():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from bt_helpers import plots
+
+    confusion = np.array([[8, 2, 0], [1, 9, 0], [0, 5, 5]])
+    fig = plots.plot_confusion_matrix(confusion, ["a", "b", "c"])
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts[:3] == ["80", "20", "0"] and "accuracy 73.3%" in fig.axes[0].get_title()
+    fig = plots.plot_embedding_2d(np.random.default_rng(0).normal(size=(30, 2)),
+                                  np.arange(30) % 3, ["a", "b", "c"])
+    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == ["a", "b", "c"]
+    images = np.zeros((2, 3, 8, 8, 3), np.uint8)
+    fig = plots.plot_retrieval_grid(images[:, 0], images, [0, 1], [[0, 1, 0], [1, 1, 1]],
+                                    ["a", "b"], similarities=np.ones((2, 3)))
+    assert len(fig.axes) == 8 and fig.axes[0].get_ylabel() == "a\n2/3 same"
+    fig = plots.plot_label_efficiency({"x": {0.01: 0.3, 0.1: 0.5, 1.0: 0.6}}, chance=0.1)
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["1%", "10%", "100%"]
+    fig = plots.plot_probe_comparison({"backbone": 0.6, "pixels": 0.4}, chance=0.1)
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["backbone", "pixels"]
+    with pytest.raises(ValueError, match="square"):
+        plots.plot_confusion_matrix(np.zeros((2, 3)))
+    plt.close("all")
