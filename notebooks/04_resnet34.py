@@ -156,7 +156,9 @@ print("fresh identity-shortcut block computes relu(x):", same)
 # **8x8 before the first block** and **1x1 in the last stage**: a single "pixel" of 512
 # channels, on which a 3x3 convolution uses only its centre weight, since the other 8 of its 9
 # taps fall on zero padding. The **CIFAR stem** (one 3x3 stride-1 convolution, no max-pool)
-# keeps 32x32 for the first stage and 4x4 at the end.
+# keeps 32x32 for the first stage and 4x4 at the end. (The 2021 example also zero-padded the
+# image by 3 pixels before the stem, so its maps were 10, 5, 3 and 2 pixels wide, their outer
+# ring computed mostly from padding: the same problem.)
 #
 # The last column below counts, for the map size of that row, the share of 3x3 taps that land
 # on real pixels rather than on padding, `((3s - 2) / 3s)^2` for an `s x s` map.
@@ -320,9 +322,9 @@ np.testing.assert_allclose(net(batch).numpy(), z.numpy(), rtol=1e-4, atol=1e-4)
 #
 # FLOPs predict cost only roughly: small maps and thin layers use a processor less efficiently.
 # So we measure: each variant of section 3 forwards a batch of the preset's size, once to warm
-# up (tracing the `tf.function`), then timed five times; we keep the median. Training costs
-# about three times a forward pass (backward included), on two views per step.
-# `benchmarks/bench_models.py` measures forward+backward too.
+# up (tracing the `tf.function`), then timed five times; we keep the median. A training step
+# costs more: the backward pass does about twice the forward's work, and every step forwards
+# two views of each image. `benchmarks/bench_models.py` measures forward+backward too.
 
 # %%
 timings = []
