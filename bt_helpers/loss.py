@@ -302,7 +302,9 @@ def off_diagonal(c) -> tf.Tensor:
 class BarlowTwinsTerms:
     """The two terms of the Barlow Twins loss, their sum and the matrix they come from.
 
-    Unpacks as the triple ``invariance, redundancy, c = barlow_twins_terms(z_a, z_b)``.
+    Unpacks as the triple ``invariance, redundancy, c = barlow_twins_terms(z_a, z_b)``, and
+    can be returned from a ``tf.function`` or ``strategy.run`` (it implements TensorFlow's
+    nest protocol, ``__tf_flatten__``).
 
     Attributes:
         invariance: ``sum_i (1 - c_ii)^2``, float32 scalar: zero when every feature is the
@@ -322,6 +324,13 @@ class BarlowTwinsTerms:
 
     def __iter__(self):
         return iter((self.invariance, self.redundancy, self.c))
+
+    def __tf_flatten__(self):
+        return (), (self.invariance, self.redundancy, self.c, self.loss)
+
+    @classmethod
+    def __tf_unflatten__(cls, metadata, components):
+        return cls(*components)
 
 
 def barlow_twins_terms(z_a, z_b, lambda_offdiag: float = LAMBDA_OFFDIAG,

@@ -70,21 +70,27 @@ def _draw_correlation(ax, c, title=None, colorbar=True):
     return im
 
 
-def plot_cross_correlation(c, title: str = None, ax=None):
+def plot_cross_correlation(c, title: str = None, ax=None, max_features: int = None):
     """Heatmap of a cross-correlation matrix, with -1 blue, 0 white and +1 red.
 
     Args:
         c: the cross-correlation matrix, shape ``(D, D)`` (NumPy array or tensor).
         title: axes title. Defaults to ``"c, D x D"`` with the size.
         ax: draw into these axes instead of a new figure. Defaults to None.
+        max_features: draw only the top-left ``max_features x max_features`` block when ``D``
+            is larger (a 512-wide matrix is a grey speckle on screen). Defaults to None (all).
 
     Returns:
         The matplotlib ``Figure``.
     """
     c = _square_matrix(c)
+    d = c.shape[0]
+    if max_features is not None and d > max_features:
+        c = c[:max_features, :max_features]
+        title = title or f"c, first {max_features} of {d} features"
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.6, 4))
-    _draw_correlation(ax, c, title or f"c, {c.shape[0]} x {c.shape[0]}")
+    _draw_correlation(ax, c, title or f"c, {d} x {d}")
     return ax.figure
 
 
@@ -187,13 +193,16 @@ def plot_loss_terms(invariance: float, redundancy: float, ax=None, title: str = 
     return ax.figure
 
 
-def plot_correlation_summary(c, lambda_offdiag: float = 0.0051, title: str = None):
+def plot_correlation_summary(c, lambda_offdiag: float = 0.0051, title: str = None,
+                             max_features: int = 128):
     """Heatmap of ``c``, histograms of its entries and the two loss terms, in one figure.
 
     Args:
         c: the cross-correlation matrix, shape ``(D, D)``.
         lambda_offdiag: weight of the redundancy term in the bar chart. Defaults to ``0.0051``.
         title: figure title. Defaults to None.
+        max_features: the heatmap shows at most this many features (the top-left block); the
+            histograms and the terms always use all of ``c``. Defaults to 128.
 
     Returns:
         The matplotlib ``Figure`` (what :func:`bt_helpers.widgets.correlation_explorer` shows).
@@ -202,7 +211,7 @@ def plot_correlation_summary(c, lambda_offdiag: float = 0.0051, title: str = Non
     s = correlation_stats(c, lambda_offdiag)
     fig = plt.figure(figsize=(13, 3.9), constrained_layout=True)
     grid = fig.add_gridspec(1, 3, width_ratios=[1.0, 1.25, 1.0])
-    plot_cross_correlation(c, ax=fig.add_subplot(grid[0]))
+    plot_cross_correlation(c, ax=fig.add_subplot(grid[0]), max_features=max_features)
     plot_correlation_histograms(c, ax=fig.add_subplot(grid[1]))
     plot_loss_terms(s["invariance"], s["redundancy"], ax=fig.add_subplot(grid[2]),
                     title=f"loss terms (lambda = {lambda_offdiag:g})")

@@ -150,6 +150,9 @@ def test_constant_feature_gives_finite_loss_and_gradients():
     grads = tape.gradient(terms.loss, [z_a, z_b])
     invariance, redundancy, c = terms                      # unpacks as the triple
     assert c is terms.c and float(invariance + redundancy) == float(terms.loss)
+    from_graph = tf.function(L.barlow_twins_terms)(z_a, z_b)   # and leaves a tf.function whole
+    assert isinstance(from_graph, L.BarlowTwinsTerms)
+    np.testing.assert_allclose(from_graph.c.numpy(), terms.c.numpy(), atol=1e-6)
     assert np.isfinite(float(terms.loss))
     assert all(np.isfinite(g.numpy()).all() for g in grads)
     assert float(terms.c[3, 3]) == pytest.approx(0.0, abs=1e-6)   # the dead unit correlates with nothing
