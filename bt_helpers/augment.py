@@ -171,27 +171,19 @@ def _seed_tensor(seed, generator) -> tf.Tensor:
     return seed
 
 
-def _fold_in(seed, data: int):
-    """A new seed from ``seed`` and an integer (Philox, the same with and without XLA)."""
-    return tf.random.fold_in(seed, data, alg="philox")
-
-
 def _batch_size(images):
     return 1 if len(images.shape) == 3 else tf.shape(images)[0]
 
 
-def _uniforms(seed, batch_size, count: int, per_batch: bool) -> tf.Tensor:
-    """``(batch_size, count)`` uniforms in [0, 1): one row per image, or one row for the batch."""
-    rows = 1 if per_batch else batch_size
+def _uniforms(seed, batch_size, count: int) -> tf.Tensor:
+    """``(batch_size, count)`` uniforms in [0, 1), a pure function of ``seed``."""
+    rows = batch_size
     # The same seed must give the same augmentation eagerly, in tf.data and in a jit-compiled
     # step. Stateless *integers* agree with and without XLA; stateless floats do not (XLA
     # turns the random bits into floats another way), so floats are made from 24-bit integers.
     bits = tf.random.stateless_uniform((rows, count), seed=seed, minval=0, maxval=1 << 24,
                                        dtype=tf.int32, alg="philox")
-    draws = tf.cast(bits, tf.float32) * (1.0 / (1 << 24))  # uniform on [0, 1)
-    if per_batch:
-        draws = tf.broadcast_to(draws, (batch_size, count))
-    return draws
+    return tf.cast(bits, tf.float32) * (1.0 / (1 << 24))  # uniform on [0, 1)
 
 
 def _in_xla_context() -> bool:
@@ -246,6 +238,22 @@ def apply_color_matrices(images, matrices):
     return tf.reshape(tf.linalg.matmul(pixels, matrices, transpose_b=True), shape)
 
 
+def _augment_where_applied(images, apply, p, augment_all, augment_some):
+    """Applies an augmentation to the images where ``apply`` is true, the others unchanged.
+
+    ``augment_all(images)`` must handle the per-image decision itself (it runs on every image);
+    ``augment_some(selected, index)`` augments only the selected images (``index`` ``(n, 1)``
+    into the batch). Outside XLA, and when ``p < 1``, the selected images are gathered,
+    augmented and scattered back: with ``p = 0.2`` that is about a fifth of the work. XLA needs
+    static shapes, so there (and for ``p = 1``) ``augment_all`` runs.
+    """
+    if p >= 1.0 or _in_xla_context():
+        return augment_all(images)
+    index = tf.where(apply)  # (n, 1) int64
+    selected = augment_some(tf.gather_nd(images, index), index)
+    return tf.tensor_scatter_nd_update(images, index, selected)
+
+
 def _as_batch(images):
     """Rank 3 -> rank 4 (and a flag to undo it)."""
     if len(images.shape) == 3:
@@ -260,12 +268,15 @@ def _as_batch(images):
 class _RandomAugmentation(BaseImagePreprocessingLayer):
     """Shared plumbing: apply-probability ``p``, per-image or per-batch draws, seeds, config.
 
-    Subclasses set ``_NUM_UNIFORMS`` (uniform draws per image besides the apply decision) and
-    implement ``_parameters(uniforms, images)`` and ``_transform(images, transformation)``.
+    Randomness comes as uniforms: ``num_uniforms`` per image, column 0 for the apply decision,
+    then ``_NUM_UNIFORMS`` for the parameters (shared by the whole batch when ``per_batch``),
+    then ``_NUM_PER_IMAGE`` that stay per image in any case. Subclasses implement
+    ``_parameters(uniforms, images)`` and ``_transform(images, transformation)``.
     """
 
     _USE_BASE_FACTOR = False
     _NUM_UNIFORMS = 0
+    _NUM_PER_IMAGE = 0
 
     def __init__(self, p=1.0, per_batch=False, value_range=(0, 1), seed=None, **kwargs):
         kwargs.setdefault("dtype", "float32")
@@ -295,11 +306,27 @@ class _RandomAugmentation(BaseImagePreprocessingLayer):
         if not training:
             return None
         images = data["images"] if isinstance(data, dict) else data
-        batch_size = _batch_size(images)
-        draws = _uniforms(_seed_tensor(seed, self.generator), batch_size,
-                          1 + self._NUM_UNIFORMS, self.per_batch)
-        transformation = {"apply": draws[:, 0] < self.p}
-        transformation.update(self._parameters(draws[:, 1:], images))
+        uniforms = _uniforms(_seed_tensor(seed, self.generator), _batch_size(images),
+                             self.num_uniforms)
+        return self.transformation_from_uniforms(uniforms, images)
+
+    @property
+    def num_uniforms(self) -> int:
+        """How many uniforms per image :meth:`transformation_from_uniforms` consumes."""
+        return 1 + self._NUM_UNIFORMS + self._NUM_PER_IMAGE
+
+    def transformation_from_uniforms(self, uniforms, images):
+        """The transformation made of given uniforms ``(batch, num_uniforms)`` in [0, 1).
+
+        With ``per_batch``, the first row's decision and parameters serve the whole batch.
+        """
+        shared = 1 + self._NUM_UNIFORMS
+        if self.per_batch:
+            batch_size = tf.shape(uniforms)[0]
+            uniforms = tf.concat([tf.broadcast_to(uniforms[:1, :shared], (batch_size, shared)),
+                                  uniforms[:, shared:]], axis=1)
+        transformation = {"apply": uniforms[:, 0] < self.p}
+        transformation.update(self._parameters(uniforms[:, 1:], images))
         return transformation
 
     def _parameters(self, uniforms, images):
@@ -432,7 +459,7 @@ class RandomResizedCrop(_RandomAugmentation):
         if int(attempts) < 1:
             raise ValueError(f"`attempts` must be >= 1. Received: attempts={attempts!r}")
         self.attempts = int(attempts)
-        self._NUM_UNIFORMS = 4 * self.attempts
+        self._NUM_UNIFORMS = 4 * self.attempts  # area, ratio, top, left for each attempt
 
     def _parameters(self, uniforms, images):
         shape = tf.shape(images)
@@ -442,26 +469,19 @@ class RandomResizedCrop(_RandomAugmentation):
         area = self.scale[0] + (self.scale[1] - self.scale[0]) * u[..., 0]
         log_lo, log_hi = math.log(self.ratio[0]), math.log(self.ratio[1])
         ratio = tf.exp(log_lo + (log_hi - log_lo) * u[..., 1])  # width / height in pixels
-        box_h = tf.sqrt(area / ratio * width / height)  # fraction of the image height
-        box_w = tf.sqrt(area * ratio * height / width)  # fraction of the image width
+        box_h = tf.sqrt(area / ratio * (width / height))  # fraction of the image height
+        box_w = tf.sqrt(area * ratio * (height / width))  # fraction of the image width
         fits = (box_h <= 1.0) & (box_w <= 1.0)  # (B, attempts)
         first = tf.argmax(tf.cast(fits, tf.int32), axis=1, output_type=tf.int32)  # (B,)
-        found = tf.reduce_any(fits, axis=1)
-
-        def pick(values):
-            return tf.gather(values, first, axis=1, batch_dims=1)
-
-        box_h, box_w = pick(box_h), pick(box_w)
-        top = pick(u[..., 2]) * (1.0 - box_h)
-        left = pick(u[..., 3]) * (1.0 - box_w)
-        # Fallback: the largest centred box with an allowed ratio.
+        candidates = tf.stack([box_h, box_w, u[..., 2], u[..., 3]], axis=-1)  # (B, att, 4)
+        chosen = tf.gather(candidates, first, axis=1, batch_dims=1)  # (B, 4)
+        # Fallback when no attempt fits: the largest centred box with an allowed ratio.
         image_ratio = width / height
-        fallback_w = tf.minimum(1.0, self.ratio[1] / image_ratio)
-        fallback_h = tf.minimum(1.0, image_ratio / self.ratio[0])
-        box_h = tf.where(found, box_h, fallback_h)
-        box_w = tf.where(found, box_w, fallback_w)
-        top = tf.where(found, top, (1.0 - box_h) / 2.0)
-        left = tf.where(found, left, (1.0 - box_w) / 2.0)
+        fallback = tf.stack([tf.minimum(1.0, image_ratio / self.ratio[0]),
+                             tf.minimum(1.0, self.ratio[1] / image_ratio), 0.5, 0.5])
+        chosen = tf.where(tf.reduce_any(fits, axis=1)[:, None], chosen, fallback[None])
+        box_h, box_w, u_top, u_left = tf.unstack(chosen, axis=1)
+        top, left = u_top * (1.0 - box_h), u_left * (1.0 - box_w)
         return {"boxes": tf.stack([top, left, top + box_h, left + box_w], axis=1)}  # (B, 4)
 
     def _transform(self, images, transformation):
@@ -523,17 +543,20 @@ class RandomHorizontalFlip(_RandomAugmentation):
         super().__init__(p=p, per_batch=per_batch, seed=seed, **kwargs)
         self.nested_p = None if nested_p is None else _check_probability(nested_p, "nested_p")
 
-    def get_random_transformation(self, data, training=True, seed=None):
-        if not training:
-            return None
-        images = data["images"] if isinstance(data, dict) else data
-        seed = _seed_tensor(seed, self.generator)
-        transformation = super().get_random_transformation(data, training, seed=seed)
-        flips = transformation["apply"]
+    @property
+    def _NUM_PER_IMAGE(self):
+        return 0 if self.nested_p is None else 1
+
+    def _parameters(self, uniforms, images):
+        if self.nested_p is None:
+            return {}
+        return {"nested": uniforms[:, 0] < self.nested_p}  # per image, even per_batch
+
+    def transformation_from_uniforms(self, uniforms, images):
+        transformation = super().transformation_from_uniforms(uniforms, images)
         if self.nested_p is not None:  # a second coin, per image, inside the gate
-            coin = _uniforms(_fold_in(seed, 1), _batch_size(images), 1, False)[:, 0]
-            flips = flips & (coin < self.nested_p)
-        return {"apply": flips}
+            transformation = {"apply": transformation["apply"] & transformation["nested"]}
+        return transformation
 
     def _transform(self, images, transformation):
         width = tf.shape(images)[2]
@@ -636,14 +659,12 @@ class RandomColorJitter(_RandomAugmentation):
         self.hue = float(hue)
 
     def _parameters(self, uniforms, images):
-        def factor(u, strength):
-            low = max(0.0, 1.0 - strength)
-            return low + (1.0 + strength - low) * u
-
-        return {"brightness": factor(uniforms[:, 0], self.brightness),
-                "contrast": factor(uniforms[:, 1], self.contrast),
-                "saturation": factor(uniforms[:, 2], self.saturation),
-                "hue": self.hue * (2.0 * uniforms[:, 3] - 1.0)}
+        strengths = (self.brightness, self.contrast, self.saturation)
+        low = tf.constant([max(0.0, 1.0 - v) for v in strengths] + [-self.hue])
+        high = tf.constant([1.0 + v for v in strengths] + [self.hue])
+        factors = low + (high - low) * uniforms[:, :4]  # (B, 4), uniform in [low, high]
+        return dict(zip(("brightness", "contrast", "saturation", "hue"),
+                        tf.unstack(factors, axis=1)))
 
     def _transform(self, images, transformation):
         low, high = self.value_range
@@ -659,11 +680,10 @@ class RandomColorJitter(_RandomAugmentation):
         """Applies drawn factors to ``[0, 1]`` images (``input_scale`` multiplies the input
         first, e.g. ``1/255`` for 0-255 values) and clips to ``[0, 1]``."""
         apply = transformation["apply"]
-        one = tf.ones_like(transformation["brightness"])
-        brightness = tf.where(apply, transformation["brightness"], one)
-        contrast = tf.where(apply, transformation["contrast"], one)
-        saturation = tf.where(apply, transformation["saturation"], one)
-        hue = tf.where(apply, transformation["hue"], 0.0 * one)
+        factors = tf.stack([transformation[k] for k in ("brightness", "contrast", "saturation",
+                                                        "hue")], axis=1)  # (B, 4)
+        factors = tf.where(apply[:, None], factors, tf.constant([[1.0, 1.0, 1.0, 0.0]]))
+        brightness, contrast, saturation, hue = tf.unstack(factors, axis=1)
         matrices = color_jitter_matrices(brightness, contrast, saturation, hue)  # (B, 3, 3)
         # Not jittered: exactly the identity (cos/sin round-off would otherwise leak in).
         matrices = tf.where(apply[:, None, None], matrices, tf.eye(3, batch_shape=[1]))
@@ -711,11 +731,25 @@ class RandomGrayscale(_RandomAugmentation):
         super().__init__(p=p, per_batch=per_batch, seed=seed, **kwargs)
 
     def _transform(self, images, transformation):
-        # The gray map or the identity, per image: one batched product (a select over the
-        # pixels is several times slower on CPU).
-        matrices = tf.where(transformation["apply"][:, None, None],
-                            tf.constant(_GRAY, tf.float32)[None], tf.eye(3, batch_shape=[1]))
-        return apply_color_matrices(tf.cast(images, tf.float32), matrices)
+        return self.grayscale(images, transformation["apply"], self.p)
+
+    @staticmethod
+    def grayscale(images, apply, p=0.5):
+        """Gray where ``apply`` (per image): ``images`` ``(batch, height, width, 3)``."""
+        def all_images(x):
+            # The gray map or the identity, per image: one batched product (a select over
+            # the pixels is several times slower on CPU).
+            matrices = tf.where(apply[:, None, None], tf.constant(_GRAY, tf.float32)[None],
+                                tf.eye(3, batch_shape=[1]))
+            return apply_color_matrices(x, matrices)
+
+        def some_images(x, index):
+            shape = tf.shape(x)
+            gray = tf.linalg.matmul(tf.reshape(x, (-1, 3)), tf.constant(_GRAY.T, tf.float32))
+            return tf.reshape(gray, shape)
+
+        return _augment_where_applied(tf.cast(images, tf.float32), apply, p, all_images,
+                                      some_images)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -745,6 +779,19 @@ def gaussian_blur_matrices(sigma, size: int, radius: int):
     source = (size - 1) - np.abs((size - 1) - np.abs(source))  # mirror at both borders
     taps = tf.constant(np.eye(size, dtype=np.float32)[source])  # (size, K, size)
     return tf.einsum("bk,ikj->bij", weights, taps)
+
+
+def _blur_with(images, rows, cols):
+    """``rows @ image @ cols^T`` for every channel: ``rows`` ``(B, H, H)``, ``cols`` ``(B, W, W)``."""
+    shape = tf.shape(images)  # (B, H, W, C)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    # Along the height: (B, H, H) @ (B, H, W*C).
+    images = tf.linalg.matmul(rows, tf.reshape(images, (batch, height, -1)))
+    # Along the width: bring W forward, (B, W, W) @ (B, W, H*C), and back.
+    images = tf.transpose(tf.reshape(images, shape), (0, 2, 1, 3))  # (B, W, H, C)
+    images = tf.linalg.matmul(cols, tf.reshape(images, (batch, width, -1)))
+    images = tf.reshape(images, (batch, width, height, channels))
+    return tf.transpose(images, (0, 2, 1, 3))  # (B, H, W, C)
 
 
 @_register
@@ -806,29 +853,31 @@ class RandomGaussianBlur(_RandomAugmentation):
         return {"sigma": self.sigma[0] + (self.sigma[1] - self.sigma[0]) * uniforms[:, 0]}
 
     def _transform(self, images, transformation):
-        return self.blur(images, transformation, self.radius)
+        return self.blur(images, transformation, self.radius, self.p)
 
     @staticmethod
-    def blur(images, transformation, radius):
+    def blur(images, transformation, radius, p=0.5):
+        """Blurs where ``transformation["apply"]``, each image with its ``"sigma"``."""
         height, width = images.shape[1], images.shape[2]
         if height is None or width is None:
             raise ValueError("RandomGaussianBlur needs a static image height and width; "
                              f"received shape {tuple(images.shape)}. Set it with "
                              "`images.set_shape(...)` or resize to a fixed size first.")
-        apply = transformation["apply"][:, None, None]
-        rows = gaussian_blur_matrices(transformation["sigma"], int(height), radius)
-        rows = tf.where(apply, rows, tf.eye(int(height), batch_shape=[1]))  # (B, H, H)
-        cols = gaussian_blur_matrices(transformation["sigma"], int(width), radius)
-        cols = tf.where(apply, cols, tf.eye(int(width), batch_shape=[1]))  # (B, W, W)
-        shape = tf.shape(images)  # (B, H, W, C)
-        batch, channels = shape[0], shape[3]
-        # Along the height: (B, H, H) @ (B, H, W*C).
-        images = tf.linalg.matmul(rows, tf.reshape(images, (batch, height, -1)))
-        # Along the width: bring W forward, (B, W, W) @ (B, W, H*C), and back.
-        images = tf.transpose(tf.reshape(images, shape), (0, 2, 1, 3))  # (B, W, H, C)
-        images = tf.linalg.matmul(cols, tf.reshape(images, (batch, width, -1)))
-        images = tf.reshape(images, (batch, width, height, channels))
-        return tf.transpose(images, (0, 2, 1, 3))  # (B, H, W, C)
+        apply, sigma = transformation["apply"], transformation["sigma"]
+
+        def all_images(x):  # the identity for the images not blurred
+            rows = gaussian_blur_matrices(sigma, int(height), radius)
+            rows = tf.where(apply[:, None, None], rows, tf.eye(int(height), batch_shape=[1]))
+            cols = gaussian_blur_matrices(sigma, int(width), radius)
+            cols = tf.where(apply[:, None, None], cols, tf.eye(int(width), batch_shape=[1]))
+            return _blur_with(x, rows, cols)
+
+        def some_images(x, index):
+            selected = tf.gather_nd(sigma, index)
+            return _blur_with(x, gaussian_blur_matrices(selected, int(height), radius),
+                              gaussian_blur_matrices(selected, int(width), radius))
+
+        return _augment_where_applied(images, apply, p, all_images, some_images)
 
     def get_config(self):
         config = super().get_config()
@@ -875,18 +924,25 @@ class RandomSolarize(_RandomAugmentation):
         self.threshold = float(threshold)
 
     def _transform(self, images, transformation):
-        return self.solarize(images, transformation["apply"], self.threshold, self.value_range)
+        return self.solarize(images, transformation["apply"], self.threshold, self.value_range,
+                             self.p)
 
     @staticmethod
-    def solarize(images, apply, threshold, value_range=(0.0, 1.0)):
+    def solarize(images, apply, threshold, value_range=(0.0, 1.0), p=0.5):
         """``low + high - x`` where ``apply`` (per image) and ``x >= threshold``, else ``x``."""
         low, high = value_range
-        # Images that are not solarized get a threshold no pixel reaches; then an arithmetic
-        # blend, several times faster on CPU than a select over the pixels.
-        never = high + abs(high - low) + 1.0
-        thresholds = tf.where(apply, float(threshold), never)[:, None, None, None]
-        invert = tf.cast(images >= thresholds, images.dtype)
-        return images + invert * ((low + high) - 2.0 * images)
+
+        def invert(x, thresholds):
+            # An arithmetic blend: several times faster on CPU than a select over the pixels.
+            above = tf.cast(x >= thresholds, x.dtype)
+            return x + above * ((low + high) - 2.0 * x)
+
+        def all_images(x):  # images not solarized get a threshold no pixel reaches
+            never = high + abs(high - low) + 1.0
+            return invert(x, tf.where(apply, float(threshold), never)[:, None, None, None])
+
+        return _augment_where_applied(images, apply, p, all_images,
+                                      lambda x, index: invert(x, float(threshold)))
 
     def get_config(self):
         config = super().get_config()
@@ -1074,31 +1130,35 @@ class TwoViews(keras.layers.Layer):
         Args:
             images: ``(batch, height, width, 3)`` (only the shape is used).
             seed: ``None`` advances the layer's generator; an int or ``(2,)`` int tensor makes
-                the draw a pure function of the seed (each step gets ``fold_in(seed, view,
-                step)``).
+                the draw a pure function of the seed. One ``(batch, n)`` draw of uniforms
+                serves every step of both views (columns in :data:`STEPS` order, view a first).
 
         Returns:
             ``[draws_a, draws_b]``, each ``{step: transformation}`` as the step's layer drew it.
         """
-        base_seed = _seed_tensor(seed, self.generator)
-        draws = []
-        for view, layers in enumerate(self.views):
-            view_seed = _fold_in(base_seed, view)
-            draws.append({step: layer.get_random_transformation(
-                images, seed=_fold_in(view_seed, index))
-                for index, (step, layer) in enumerate(layers.items())})
+        layers = [layer for view in self.views for layer in view.values()]
+        uniforms = _uniforms(_seed_tensor(seed, self.generator), _batch_size(images),
+                             sum(layer.num_uniforms for layer in layers))  # one draw for all
+        draws, start = [], 0
+        for view in self.views:
+            draws.append({})
+            for step, layer in view.items():
+                stop = start + layer.num_uniforms
+                draws[-1][step] = layer.transformation_from_uniforms(uniforms[:, start:stop],
+                                                                     images)
+                start = stop
         return draws
 
     def transform_views(self, images, transformations):
         """Applies drawn parameters: ``images`` ``uint8`` or float in [0, 1], rank 4."""
-        return tuple(self._view(images, layers, draws)
+        scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
+        images = tf.cast(images, tf.float32)  # once for both views
+        return tuple(self._view(images, scale, layers, draws)
                      for layers, draws in zip(self.views, transformations))
 
     @staticmethod
-    def _view(images, layers, draws):
+    def _view(x, scale, layers, draws):
         """One view: the steps in order, with crop + flip + uint8 scaling fused."""
-        scale = 1.0 / 255.0 if images.dtype == tf.uint8 else 1.0
-        x = tf.cast(images, tf.float32)
         if "crop" in layers:
             boxes = draws["crop"]["boxes"]
             if "flip" in layers:  # a flipped image = its crop box sampled right to left
@@ -1109,14 +1169,20 @@ class TwoViews(keras.layers.Layer):
             x = layers["flip"].transform_images(x, draws["flip"])
         if "jitter" in layers and layers["jitter"].value_range == (0.0, 1.0):
             x = RandomColorJitter.jitter(x, draws["jitter"], input_scale=scale)
+            clipped = True
         else:
             x = x * scale if scale != 1.0 else x
             if "jitter" in layers:
                 x = layers["jitter"].transform_images(x, draws["jitter"])
+            clipped = False
         for step in ("grayscale", "blur", "solarize"):
             if step in layers:
                 x = layers[step].transform_images(x, draws[step])
-        return tf.clip_by_value(x, 0.0, 1.0)
+        # Crop, flip, grayscale and blur average pixels and the solarize of a [0, 1] layer
+        # maps [0, 1] onto itself: after the jitter's clip the view is already in [0, 1].
+        if not (clipped and all(layer.value_range == (0.0, 1.0) for layer in layers.values())):
+            x = tf.clip_by_value(x, 0.0, 1.0)
+        return x
 
     def build(self, input_shape=None):
         for layers in self.views:
