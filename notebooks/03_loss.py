@@ -143,7 +143,11 @@ for name, (a, b) in pairs.items():
 #   standardises to 0, so `c = 0` and the invariance term is at its worst, `D = 16`. (With the
 #   2021 example's formula this row would be NaN; section 4.)
 #
-# So each term blocks one kind of collapse; neither would suffice alone.
+# So each term blocks one kind of collapse; neither would suffice alone. But look at the last
+# column: with the paper's `lambda = 0.0051` and only `D = 16` features, the dimensional
+# collapse (1.22) costs *less* than the honest noisy features (1.75). A `lambda` tuned for
+# `D = 8192` is far too small for 16 features; section 2 explains why `lambda` must scale
+# with `1/D`.
 
 # %% [markdown]
 # ## 2. Why lambda is about 1/D
@@ -171,6 +175,11 @@ for name, d, lam in rows:
     print(f"{name:28s} {d:5d} {lam:7.4f} {lam * d:10.1f}")
 
 # %% [markdown]
+# solo-learn's CIFAR recipe, which the presets follow, also keeps 0.0051 with `D = 2048`
+# (`lambda * D` about 10). The narrower projectors of the `ci` and `teaching` presets therefore
+# weigh redundancy less than the paper does; section 3 shows what that changes on a toy
+# problem, and exercise 5 asks you to rescale `lambda` instead.
+#
 # The slider below shows the balance on a matrix `c` from toy views (noise 0.5, correlation
 # 0.3 between features, `D = 64`): the invariance term does not depend on `lambda` (red, flat),
 # the weighted redundancy term grows linearly with it (blue). The dashed line is `1/D`, the
@@ -415,3 +424,6 @@ print(f"N = {preset.batch_size}, D = {preset.proj_dim}: 2021 class {t_old:.2f} m
 #    happen to the off-diagonal entries, and what does the loss converge to?
 # 4. Show that the loss is symmetric: `barlow_twins_loss(z_a, z_b) == barlow_twins_loss(z_b,
 #    z_a)`. Which property of `c` does this rely on?
+# 5. Keep `lambda * D` fixed at the paper's 42 and compute the `lambda` each preset would
+#    use. Rerun the table of section 1 with `lambda = 42 / 16`: does the dimensional collapse
+#    still cost less than the noisy features?
