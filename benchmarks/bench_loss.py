@@ -75,7 +75,8 @@ def bench(batch, dim, repeats, warmup, lambda_offdiag, jit, seed):
     z_a = tf.constant(base + 0.5 * rng.standard_normal((batch, dim)).astype(np.float32))
     z_b = tf.constant(base + 0.5 * rng.standard_normal((batch, dim)).astype(np.float32))
     steps = {
-        "package": make_step(lambda a, b, lam: bt_loss.barlow_twins_loss(a, b, lam), lambda_offdiag, jit),
+        "package": make_step(lambda a, b, lam: bt_loss.barlow_twins_loss(a, b, lam),
+                             lambda_offdiag, jit),
         "package_via_c": make_step(lambda a, b, lam: bt_loss.barlow_twins_terms(a, b, lam).loss,
                                    lambda_offdiag, jit),
         "example_2021": make_step(example_2021_loss, lambda_offdiag, jit),
@@ -86,7 +87,8 @@ def bench(batch, dim, repeats, warmup, lambda_offdiag, jit, seed):
     times = {name: [] for name in steps}
     outputs = {}
     for i in range(repeats):
-        order = list(steps)[i % len(steps):] + list(steps)[:i % len(steps)]   # rotate who goes first
+        k = i % len(steps)                                     # rotate who goes first
+        order = list(steps)[k:] + list(steps)[:k]
         for name in order:
             seconds, loss, g_a = timed(steps[name], z_a, z_b)
             times[name].append(seconds)
@@ -122,13 +124,16 @@ def main(argv=None):
                      args.seed) for d in args.dims]
     report = {
         "benchmark": "barlow_twins_loss_and_gradient",
-        "command": "python benchmarks/bench_loss.py " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python benchmarks/bench_loss.py "
+                   + " ".join(sys.argv[1:] if argv is None else argv),
         "machine": {
-            "platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
             "cpu_count": os.cpu_count(),
             "devices": [d.name for d in tf.config.list_logical_devices()],
             "tensorflow": tf.__version__,
-            "load_average_1min_before_after": [round(load_before[0], 2), round(os.getloadavg()[0], 2)],
+            "load_average_1min_before_after": [round(load_before[0], 2),
+                                               round(os.getloadavg()[0], 2)],
         },
         "jit_compile": args.jit, "repeats": args.repeats, "statistic": "median",
         "results": results,

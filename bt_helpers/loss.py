@@ -518,7 +518,8 @@ def toy_views(batch_size: int, proj_dim: int, noise: float = 0.5, redundancy: fl
         ValueError: for a size, noise or redundancy out of range (the message gives it).
     """
     if int(batch_size) != batch_size or batch_size < 2:
-        raise ValueError(f"`batch_size` must be an integer >= 2. Received: batch_size={batch_size!r}")
+        raise ValueError("`batch_size` must be an integer >= 2. "
+                         f"Received: batch_size={batch_size!r}")
     if int(proj_dim) != proj_dim or proj_dim < 1:
         raise ValueError(f"`proj_dim` must be an integer >= 1. Received: proj_dim={proj_dim!r}")
     if not noise >= 0:

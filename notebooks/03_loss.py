@@ -283,10 +283,10 @@ fig = plots.plot_lambda_sweep(lambdas, inv, off, proj_dim=D)
 # into the few most reliable input directions (the dimensional collapse of section 1, in
 # progress). With a huge `lambda` they are decorrelated, but some had to move to noisy input
 # directions and the invariance term is worse; the redundancy term also dominates every
-# gradient step, so the invariance improves more slowly. In between, from about `lambda * D = 1` to 10, both
-# are low. That is the sense in which `lambda` should be "about `1/D`", give or take an order
-# of magnitude, and why the paper's `lambda` would have to shrink if you widened its
-# projector.
+# gradient step, so the invariance improves more slowly. In between, from about
+# `lambda * D = 1` to 10, both are low. That is the sense in which `lambda` should be "about
+# `1/D`", give or take an order of magnitude, and why the paper's `lambda` would have to
+# shrink if you widened its projector.
 
 # %% [markdown]
 # ## 4. The missing epsilon: NaN from one constant feature

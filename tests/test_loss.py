@@ -103,8 +103,10 @@ def test_invariant_to_positive_affine_maps_of_either_view():
     shift = rng.normal(scale=10.0, size=16).astype(np.float32)
     base = float(L.barlow_twins_loss(z_a, z_b))
     assert base > 0.3
-    np.testing.assert_allclose(float(L.barlow_twins_loss(z_a * scale + shift, z_b)), base, rtol=1e-4)
-    np.testing.assert_allclose(float(L.barlow_twins_loss(z_a, z_b * scale - shift)), base, rtol=1e-4)
+    np.testing.assert_allclose(float(L.barlow_twins_loss(z_a * scale + shift, z_b)), base,
+                               rtol=1e-4)
+    np.testing.assert_allclose(float(L.barlow_twins_loss(z_a, z_b * scale - shift)), base,
+                               rtol=1e-4)
     # eps = 0: exactly invariant (up to float32)
     np.testing.assert_allclose(float(L.barlow_twins_loss(z_a * scale + shift, z_b, eps=0)),
                                float(L.barlow_twins_loss(z_a, z_b, eps=0)), rtol=1e-5)
@@ -155,7 +157,7 @@ def test_constant_feature_gives_finite_loss_and_gradients():
     np.testing.assert_allclose(from_graph.c.numpy(), terms.c.numpy(), atol=1e-6)
     assert np.isfinite(float(terms.loss))
     assert all(np.isfinite(g.numpy()).all() for g in grads)
-    assert float(terms.c[3, 3]) == pytest.approx(0.0, abs=1e-6)   # the dead unit correlates with nothing
+    assert float(terms.c[3, 3]) == pytest.approx(0.0, abs=1e-6)   # it correlates with nothing
     # without eps, the 2021 example's normalisation: 0 / 0
     assert np.isnan(float(L.barlow_twins_loss(z_a, z_b, eps=0.0)))
 
@@ -187,7 +189,8 @@ def test_gradient_matches_finite_differences(n, d):
         up, down = z_a.astype(np.float64).copy(), z_a.astype(np.float64).copy()
         up[i, j] += h
         down[i, j] -= h
-        fd = (sum(reference_terms(up, z_b, 0.3)[:2]) - sum(reference_terms(down, z_b, 0.3)[:2])) / (2 * h)
+        fd = (sum(reference_terms(up, z_b, 0.3)[:2])
+              - sum(reference_terms(down, z_b, 0.3)[:2])) / (2 * h)
         np.testing.assert_allclose(grad[i, j], fd, rtol=2e-3, atol=1e-4)
 
 
@@ -366,9 +369,10 @@ _DISTRIBUTED_SCRIPT = textwrap.dedent("""
                                     layer.trainable_variables))
         strategy.run(replica_fn, args=(xa, xb))
     train(xa, xb)
-    out["weights_err"] = max(float(np.abs(v.numpy() - v1.numpy()).max())
-                             for v, v1 in zip(layer.trainable_variables, single.trainable_variables))
-    out["local_stats_loss"] = float(sum(L.barlow_twins_loss(make_layer()(x_a[s]), make_layer()(x_b[s]), LAM)
+    out["weights_err"] = max(float(np.abs(v.numpy() - v1.numpy()).max()) for v, v1
+                             in zip(layer.trainable_variables, single.trainable_variables))
+    fresh = make_layer()
+    out["local_stats_loss"] = float(sum(L.barlow_twins_loss(fresh(x_a[s]), fresh(x_b[s]), LAM)
                                         for s in (slice(0, N // 2), slice(N // 2, N))) / 2)
     print("RESULT " + json.dumps(out))
 """)
@@ -403,7 +407,8 @@ def test_correlation_stats_match_the_loss_terms():
     terms = L.barlow_twins_terms(z_a, z_b, lambda_offdiag=0.02)
     stats = plots.correlation_stats(terms.c.numpy(), lambda_offdiag=0.02)
     np.testing.assert_allclose([stats["invariance"], stats["redundancy"], stats["loss"]],
-                               [float(terms.invariance), float(terms.redundancy), float(terms.loss)],
+                               [float(terms.invariance), float(terms.redundancy),
+                                float(terms.loss)],
                                rtol=1e-5)
     assert stats["D"] == 10 and 0.6 < stats["mean_diagonal"] < 1.0
 
