@@ -494,6 +494,7 @@ class RandomResizedCrop(_RandomAugmentation):
         ``uint8`` or float input; ``float32`` output in the input's value scale.
         """
         images, unbatched = _as_batch(images)
+        boxes = tf.cast(boxes, tf.float32)
         if _in_xla_context():
             out = crop_and_resize_matmul(images, boxes, (images.shape[1], images.shape[2]))
         else:
@@ -1052,6 +1053,36 @@ def _get_recipe(recipe) -> dict:
                      f"Received: recipe={recipe!r}")
 
 
+def apply_steps(images, steps: dict, seed: int = 0, per_batch: bool = False):
+    """Applies augmentation steps one layer at a time; each step seeded on its own.
+
+    Step ``i`` of :data:`STEPS` draws with seed ``(seed, i)`` whatever the other steps are,
+    so changing one step's parameters (or switching it off with ``p=0``) leaves the random
+    draws of the others as they were: what an explorer needs to show the effect of one
+    slider. Slower than :class:`TwoViews` (no fusion), and the same augmentation.
+
+    Args:
+        images: ``uint8`` 0-255 or float 0-1, ``(batch, height, width, 3)``.
+        steps: ``{step: layer kwargs}`` for steps of :data:`STEPS` (others are skipped).
+        seed: int. Defaults to 0.
+        per_batch: passed to every layer. Defaults to ``False``.
+
+    Returns:
+        ``(view, transformations)``: the view (``float32`` in [0, 1]) and ``{step:
+        transformation}``, e.g. ``transformations["flip"]["apply"]``.
+    """
+    x = to_unit_float(images)
+    transformations = {}
+    for index, step in enumerate(STEPS):
+        if step not in steps or steps[step] is None:
+            continue
+        layer = STEP_LAYERS[step](**{**steps[step], "per_batch": per_batch})
+        transformations[step] = layer.get_random_transformation(
+            x, seed=tf.constant([int(seed), index], tf.int32))
+        x = layer.transform_images(x, transformations[step])
+    return tf.clip_by_value(x, 0.0, 1.0), transformations
+
+
 # ------------------------------------------------------------------------------------------------
 # two views
 # ------------------------------------------------------------------------------------------------
@@ -1112,14 +1143,25 @@ class TwoViews(keras.layers.Layer):
             self.views.append(layers)
         self.layers_a, self.layers_b = self.views
 
+    def __call__(self, images, *args, **kwargs):
+        # Check the input before Keras' call machinery, so that a bad input raises our own
+        # error (Keras would wrap it in a dump of the arguments).
+        if not isinstance(images, keras.KerasTensor):
+            images = tf.convert_to_tensor(images)
+            check_image_shape_and_dtype(images)
+            if images.dtype != tf.uint8:
+                _check_float_values(tf.cast(images, tf.float32), "images")
+        return super().__call__(images, *args, **kwargs)
+
     def call(self, images, training=True, seed=None):
+        """Two views of ``images`` (checked by ``__call__``, see :func:`to_unit_float`)."""
         images = tf.convert_to_tensor(images)
-        check_image_shape_and_dtype(images)
         if not training:
-            images = to_unit_float(images)
+            images = tf.cast(images, tf.float32) * (1.0 / 255.0 if images.dtype == tf.uint8
+                                                   else 1.0)
             return images, images
         if images.dtype != tf.uint8:
-            images = to_unit_float(images)
+            images = tf.cast(images, tf.float32)
         images, unbatched = _as_batch(images)
         views = self.transform_views(images, self.get_random_transformation(images, seed=seed))
         return tuple(v[0] for v in views) if unbatched else views

@@ -11,6 +11,176 @@ import numpy as np
 
 # --- augmentations (notebook 01) ---------------------------------------------------------------
 
+def _as_display_image(image) -> np.ndarray:
+    """An image for ``imshow``: ``uint8`` 0-255 or float 0-1, ``(height, width, 3)``."""
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image
+    return np.clip(image.astype(np.float32), 0.0, 1.0)
+
+
+def plot_image_grid(rows: dict, col_labels=None, title: str = None, cell: float = 1.3):
+    """A grid of images: one row per entry of ``rows``, labelled on the left.
+
+    Args:
+        rows: ``{row label: images}``, each ``images`` a sequence or array of
+            ``(height, width, 3)`` images (``uint8`` 0-255 or float 0-1). Rows may differ in
+            length; missing cells stay empty.
+        col_labels: optional labels above the columns.
+        title: optional figure title.
+        cell: size of one image in inches. Defaults to 1.3.
+
+    Returns:
+        A matplotlib ``Figure``.
+
+    Raises:
+        ValueError: when ``rows`` is empty.
+    """
+    if not rows:
+        raise ValueError("plot_image_grid needs at least one row of images; received none.")
+    labels = list(rows)
+    n_cols = max(len(rows[label]) for label in labels)
+    fig, axes = plt.subplots(len(labels), n_cols, squeeze=False,
+                             figsize=(cell * n_cols + 1.2, cell * len(labels) + (0.5 if title else 0.2)))
+    for r, label in enumerate(labels):
+        for c in range(n_cols):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+            if c < len(rows[label]):
+                ax.imshow(_as_display_image(rows[label][c]), interpolation="nearest")
+            if c == 0:
+                ax.set_ylabel(label, fontsize=8, rotation=0, ha="right", va="center")
+            if r == 0 and col_labels is not None and c < len(col_labels):
+                ax.set_title(str(col_labels[c]), fontsize=8)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_view_pairs(images, view_a, view_b, title: str = None, max_images: int = 8,
+                    col_labels=None):
+    """Originals above their two augmented views: what the network is asked to match.
+
+    Args:
+        images: the originals, ``(batch, height, width, 3)``, ``uint8`` or float in [0, 1].
+        view_a: the first views, same shape, float in [0, 1].
+        view_b: the second views.
+        title: optional figure title.
+        max_images: at most this many columns. Defaults to 8.
+        col_labels: optional labels above the columns (e.g. class names).
+
+    Returns:
+        A matplotlib ``Figure`` with three rows: original, view a, view b.
+    """
+    n = min(len(images), max_images)
+    return plot_image_grid({"original": list(images[:n]), "view a": list(np.asarray(view_a)[:n]),
+                            "view b": list(np.asarray(view_b)[:n])},
+                           col_labels=None if col_labels is None else list(col_labels)[:n],
+                           title=title)
+
+
+def plot_crop_areas(areas, scale=(0.08, 1.0), reference=None, bins: int = 25,
+                    title: str = "Realised crop areas"):
+    """Histogram of crop areas (fraction of the image) against the ``scale`` range.
+
+    Args:
+        areas: realised area fractions, e.g. ``(y2 - y1) * (x2 - x1)`` of the crop boxes.
+        scale: the requested ``(min, max)`` area, shaded. Defaults to ``(0.08, 1.0)``.
+        reference: optional second sample to overlay (e.g. another recipe's areas), as
+            ``(label, areas)``.
+        bins: histogram bins over [0, 1]. Defaults to 25 (an edge at 0.08).
+        title: figure title.
+
+    Returns:
+        A matplotlib ``Figure``; the legend gives each sample's mean area.
+    """
+    areas = np.asarray(areas, dtype=np.float64)
+    fig, ax = plt.subplots(figsize=(6.4, 3.2))
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ax.axvspan(scale[0], scale[1], color="tab:green", alpha=0.08, label=f"scale range {scale[0]:g}-{scale[1]:g}")
+    ax.hist(areas, bins=edges, density=True, alpha=0.7, color="tab:blue",
+            label=f"areas (mean {areas.mean():.2f})")
+    if reference is not None:
+        label, other = reference
+        other = np.asarray(other, dtype=np.float64)
+        ax.hist(other, bins=edges, density=True, histtype="step", lw=2, color="tab:red",
+                label=f"{label} (mean {other.mean():.2f})")
+    ax.set_xlabel("crop area / image area")
+    ax.set_ylabel("density")
+    ax.set_xlim(0, 1)
+    ax.legend(fontsize=8, loc="upper center")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_apply_rates(rows: dict, title: str = "Measured apply-rates"):
+    """Grouped bars: each augmentation's intended probability next to measured rates.
+
+    Args:
+        rows: ``{augmentation: {series label: rate}}``, e.g. ``{"flip": {"intended": 0.5,
+            "2021 example": 0.25, "this course": 0.5}}``. Series are drawn in the order of
+            their first appearance.
+        title: figure title.
+
+    Returns:
+        A matplotlib ``Figure``, rates printed in percent above the bars.
+    """
+    names = list(rows)
+    series = []
+    for values in rows.values():
+        series += [s for s in values if s not in series]
+    fig, ax = plt.subplots(figsize=(1.3 * len(names) * max(1, len(series) / 2) + 2, 3.4))
+    width = 0.8 / len(series)
+    x = np.arange(len(names))
+    for k, label in enumerate(series):
+        values = [rows[name].get(label, np.nan) for name in names]
+        bars = ax.bar(x + (k - (len(series) - 1) / 2) * width, values, width, label=label)
+        for bar, v in zip(bars, values):
+            if np.isfinite(v):
+                ax.text(bar.get_x() + bar.get_width() / 2, v, f"{100 * v:.0f}%", ha="center",
+                        va="bottom", fontsize=7)
+    ax.set_xticks(x, names)
+    ax.set_ylabel("fraction of images")
+    ax.set_ylim(0, 1.1)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_batch_rates(series: dict, p: float = None, title: str = "Fraction augmented, batch by batch"):
+    """Per-batch rates: per-image decisions hover around ``p``; per-batch ones are 0 or 1.
+
+    Args:
+        series: ``{label: rates}``, each ``rates`` one value per batch.
+        p: optional intended probability, drawn as a dashed line.
+        title: figure title.
+
+    Returns:
+        A matplotlib ``Figure``.
+    """
+    fig, ax = plt.subplots(figsize=(6.4, 3.0))
+    markers = "os^Dv"
+    for k, (label, rates) in enumerate(series.items()):
+        rates = np.asarray(rates, dtype=np.float64)
+        ax.plot(np.arange(1, len(rates) + 1), rates, marker=markers[k % len(markers)], ms=4,
+                lw=0.8, label=f"{label} (mean {rates.mean():.2f})")
+    if p is not None:
+        ax.axhline(p, color="0.4", ls="--", lw=1, label=f"intended p = {p:g}")
+    ax.set_xlabel("batch")
+    ax.set_ylabel("fraction of the batch")
+    ax.set_ylim(-0.05, 1.05)
+    ax.legend(fontsize=8)
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 # --- cross-correlation and loss (notebooks 02, 03) ---------------------------------------------
 
 #: Diverging colour map for correlations: blue -1, white 0, red +1.

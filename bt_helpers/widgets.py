@@ -10,6 +10,154 @@ import ipywidgets as widgets
 
 # --- augmentations (notebook 01) ---------------------------------------------------------------
 
+def _aug_show_figure(out, fig) -> None:
+    """Show ``fig`` in the ``Output`` ``out`` as a PNG, replacing what it showed."""
+    import io
+
+    import matplotlib.pyplot as plt
+    from IPython.display import Image
+
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=80)
+    plt.close(fig)
+    out.outputs = ()
+    out.append_display_data(Image(data=buffer.getvalue(), format="png"))
+
+
+def augmentation_settings(recipe: str = "cifar") -> dict:
+    """The explorer's slider values for a recipe of ``bt_helpers.augment.RECIPES``.
+
+    ``jitter strength`` multiplies the standard strengths (brightness 0.4, contrast 0.4,
+    saturation 0.2, hue 0.1); blur and solarize have one probability per view.
+    """
+    from bt_helpers import augment
+
+    if recipe not in ("cifar", "official"):
+        raise ValueError(f"The explorer starts from the 'cifar' or 'official' recipe; received "
+                         f"recipe={recipe!r}.")
+    views = [augment.recipe_steps(recipe, v) for v in (0, 1)]
+    first = views[0]
+    blur = [v.get("blur", {}) for v in views]
+    solarize = [v.get("solarize", {}) for v in views]
+    return {
+        "crop min area": first["crop"]["scale"][0],
+        "flip p": first["flip"]["p"],
+        "jitter p": first["jitter"]["p"],
+        "jitter strength": first["jitter"]["brightness"] / 0.4,
+        "grayscale p": first["grayscale"]["p"],
+        "blur p (view a)": blur[0].get("p", 0.0),
+        "blur p (view b)": blur[1].get("p", 0.0),
+        "blur max sigma": max(b.get("sigma", (0.1, 2.0))[1] for b in blur),
+        "solarize p (view a)": solarize[0].get("p", 0.0),
+        "solarize p (view b)": solarize[1].get("p", 0.0),
+        "solarize threshold": solarize[1].get("threshold", 0.5),
+    }
+
+
+def augmentation_steps(settings: dict, view: int) -> dict:
+    """Layer arguments ``{step: kwargs}`` of one view (0 or 1) from explorer settings."""
+    k = settings["jitter strength"]
+    ab = "ab"[view]
+    return {
+        "crop": dict(scale=(settings["crop min area"], 1.0), ratio=(3 / 4, 4 / 3)),
+        "flip": dict(p=settings["flip p"]),
+        "jitter": dict(p=settings["jitter p"], brightness=0.4 * k, contrast=0.4 * k,
+                       saturation=0.2 * k, hue=min(0.1 * k, 0.5)),
+        "grayscale": dict(p=settings["grayscale p"]),
+        "blur": dict(p=settings[f"blur p (view {ab})"],
+                     sigma=(0.1, max(0.1, settings["blur max sigma"]))),
+        "solarize": dict(p=settings[f"solarize p (view {ab})"],
+                         threshold=settings["solarize threshold"]),
+    }
+
+
+def augmentation_explorer(images, recipe: str = "cifar", n_images: int = 6, seed: int = 0,
+                          class_names=None, labels=None):
+    """Explore the augmentations: pick images, set each probability and strength, see pairs.
+
+    Every control redraws :func:`bt_helpers.plots.plot_view_pairs` (originals above their two
+    views) from :func:`bt_helpers.augment.apply_steps`, which seeds each augmentation on its
+    own: moving one slider changes that augmentation only, the other random draws stay. A line
+    of text counts, per view, on how many of the shown images each augmentation fired.
+
+    Args:
+        images: ``uint8`` 0-255 or float 0-1 images, ``(N, height, width, 3)``, e.g.
+            ``images.x_val`` of ``bt_helpers.start()``.
+        recipe: starting values: ``"cifar"`` or ``"official"``. Defaults to ``"cifar"``.
+        n_images: initial number of images shown (1 to 12). Defaults to 6.
+        seed: initial seed of the draws. Defaults to 0.
+        class_names: optional names of the classes, shown above the images with ``labels``.
+        labels: optional ``(N,)`` integer labels of ``images``.
+
+    Returns:
+        An ``ipywidgets.VBox`` with CSS class ``bt-augmentation-explorer``: the image and seed
+        sliders, one slider per probability and strength (all ``continuous_update=False``), a
+        line of counts (``HTML``) and the figure (``Output``).
+    """
+    import numpy as np
+
+    from bt_helpers import augment, plots
+
+    images = np.asarray(images)
+    augment.check_image_shape_and_dtype(images)
+    if images.ndim != 4 or len(images) < 1:
+        raise ValueError(f"augmentation_explorer needs a batch of images (N, height, width, 3); "
+                         f"received shape {images.shape}.")
+    settings = augmentation_settings(recipe)
+    style = {"description_width": "130px"}
+    layout = widgets.Layout(width="330px")
+
+    def slider(description, value, low, high, step, integer=False):
+        make = widgets.IntSlider if integer else widgets.FloatSlider
+        return make(value=value, min=low, max=high, step=step, description=description,
+                    style=style, layout=layout, continuous_update=False)
+
+    n_images = int(min(max(n_images, 1), 12, len(images)))
+    picker = {
+        "first image": slider("first image", 0, 0, max(len(images) - n_images, 0), 1, True),
+        "images shown": slider("images shown", n_images, 1, min(12, len(images)), 1, True),
+        "seed": slider("seed", seed, 0, 99, 1, True),
+    }
+    ranges = {"crop min area": (0.02, 1.0, 0.02), "jitter strength": (0.0, 2.5, 0.1),
+              "blur max sigma": (0.1, 3.0, 0.1), "solarize threshold": (0.0, 1.0, 0.05)}
+    controls = {name: slider(name, value, *ranges.get(name, (0.0, 1.0, 0.05)))
+                for name, value in settings.items()}
+    counts = widgets.HTML()
+    out = widgets.Output()
+
+    def update(_=None):
+        picker["first image"].max = max(len(images) - picker["images shown"].value, 0)
+        start = picker["first image"].value
+        shown = images[start:start + picker["images shown"].value]
+        values = {name: control.value for name, control in controls.items()}
+        views, fired = [], []
+        for view in (0, 1):
+            x, transformations = augment.apply_steps(
+                shown, augmentation_steps(values, view), seed=picker["seed"].value * 2 + view)
+            views.append(x.numpy())
+            fired.append(", ".join(f"{step} {int(np.sum(t['apply']))}"
+                                   for step, t in transformations.items() if step != "crop"))
+        counts.value = (f"images {start} to {start + len(shown) - 1} &nbsp;|&nbsp; fired on the "
+                        f"{len(shown)} images shown: view a: {fired[0]} &nbsp;|&nbsp; view b: "
+                        f"{fired[1]}")
+        col_labels = None
+        if labels is not None and class_names is not None:
+            col_labels = [class_names[int(y)] for y in labels[start:start + len(shown)]]
+        _aug_show_figure(out, plots.plot_view_pairs(shown, views[0], views[1],
+                                                    max_images=len(shown),
+                                                    col_labels=col_labels))
+
+    for control in [*picker.values(), *controls.values()]:
+        control.observe(update, names="value")
+    update()
+    names = list(controls)
+    rows = [widgets.HBox(list(picker.values()))]
+    rows += [widgets.HBox([controls[n] for n in names[i:i + 3]]) for i in range(0, len(names), 3)]
+    box = widgets.VBox([*rows, counts, out])
+    box.add_class("bt-augmentation-explorer")
+    return box
+
+
 # --- cross-correlation and loss (notebooks 02, 03) ---------------------------------------------
 
 def _cc_show_figure(out, fig) -> None:

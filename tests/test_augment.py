@@ -497,3 +497,75 @@ def test_two_views_inside_a_compiled_step_equal_eager(jit_compile):
         # Without a seed the layer's generator advances: two calls, two different draws.
         advancing = tf.function(lambda x: layer(x))
         assert changed(np.asarray(advancing(images)[0]), advancing(images)[0]).mean() > 0.9
+
+
+# ------------------------------------------------------------------------------------------------
+# plots and the explorer (notebook 01)
+# ------------------------------------------------------------------------------------------------
+
+def test_apply_steps_seeds_each_step_on_its_own():
+    images = (random_images(n=32, size=8) * 255).astype(np.uint8)
+    steps = {"crop": dict(scale=(0.08, 1.0)), "flip": dict(p=0.5), "jitter": dict(p=0.8)}
+    view, draws = augment.apply_steps(images, steps, seed=3)
+    changed_steps = {**steps, "jitter": dict(p=0.0)}
+    view_2, draws_2 = augment.apply_steps(images, changed_steps, seed=3)
+    np.testing.assert_array_equal(draws["flip"]["apply"], draws_2["flip"]["apply"])
+    np.testing.assert_array_equal(draws["crop"]["boxes"], draws_2["crop"]["boxes"])
+    assert not np.asarray(draws_2["jitter"]["apply"]).any()
+    assert view.dtype == tf.float32 and changed(np.asarray(view), view_2).any()
+
+
+def test_plots_return_figures_with_the_expected_panels():
+    import matplotlib.figure
+    import matplotlib.pyplot as plt
+
+    from bt_helpers import plots
+
+    images = random_images(n=5, size=8)
+    fig = plots.plot_image_grid({"a": images, "b": images[:3]}, col_labels=list("vwxyz"))
+    assert isinstance(fig, matplotlib.figure.Figure) and len(fig.axes) == 10
+    assert len(fig.axes[5].images) == 1 and len(fig.axes[9].images) == 0  # short row: empty
+    fig = plots.plot_view_pairs((images * 255).astype(np.uint8), images, images, max_images=4)
+    assert len(fig.axes) == 12
+    fig = plots.plot_crop_areas(np.random.default_rng(0).uniform(0.08, 1, 500),
+                                reference=("other", np.full(10, 0.7)))
+    assert "mean 0.70" in " ".join(t.get_text() for t in fig.axes[0].get_legend().get_texts())
+    fig = plots.plot_apply_rates({"flip": {"intended": 0.5, "2021": 0.25}, "solarize": {"2021": 0}})
+    assert len(fig.axes[0].patches) == 4  # (missing intended for solarize: NaN bar)
+    fig = plots.plot_batch_rates({"per image": [0.2, 0.25], "per batch": [0, 1]}, p=0.2)
+    assert len(fig.axes[0].lines) == 3
+    with pytest.raises(ValueError, match="at least one row"):
+        plots.plot_image_grid({})
+    plt.close("all")
+
+
+def _explorer_png(box):
+    (item,) = box.children[-1].outputs
+    return item["data"]["image/png"]
+
+
+def test_augmentation_explorer_reacts_to_its_sliders(synthetic_images):
+    import matplotlib.pyplot as plt
+
+    from bt_helpers import widgets
+
+    box = widgets.augmentation_explorer(synthetic_images.x_val, recipe="cifar", n_images=3,
+                                        class_names=synthetic_images.class_names,
+                                        labels=synthetic_images.y_val)
+    assert "bt-augmentation-explorer" in box._dom_classes
+    sliders = {w.description: w for row in box.children[:-2] for w in row.children}
+    assert all(not s.continuous_update for s in sliders.values())
+    assert sliders["jitter p"].value == 0.8 and sliders["solarize p (view b)"].value == 0.2
+    counts = box.children[-2]
+    before_png, before_text = _explorer_png(box), counts.value
+    sliders["jitter strength"].value = 2.0
+    assert _explorer_png(box) != before_png
+    sliders["jitter p"].value = 0.0
+    assert "jitter 0" in counts.value
+    png = _explorer_png(box)
+    sliders["first image"].value = 5
+    assert _explorer_png(box) != png and counts.value != before_text
+    assert "images 5 to 7" in counts.value
+    with pytest.raises(ValueError, match="'cifar' or 'official'"):
+        widgets.augmentation_explorer(synthetic_images.x_val, recipe="original_2021")
+    plt.close("all")
