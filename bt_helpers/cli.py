@@ -62,8 +62,123 @@ def run_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_eval_parser(subparsers) -> None:
+    """``eval``: linear probe and/or kNN on the encoder of a training run; JSON beside it."""
+    from bt_helpers.data import DATA_DIR_ENV, SOURCES
+    from bt_helpers.evaluate import EVAL_JSON, PROBES
+
+    parser = subparsers.add_parser(
+        "eval", help="score a trained encoder: linear probe and kNN on frozen features",
+        description="Load the last checkpoint of a training run, extract frozen features of "
+                    "the training images and of the held-out images (the test split when the "
+                    "data has one, else the validation split), train the linear probe and/or "
+                    "run the kNN classifier, print a table and write the results to "
+                    f"RUN/{EVAL_JSON}.")
+    parser.add_argument("--checkpoint", required=True, metavar="RUN",
+                        help="run folder written by `train` (or its checkpoint.npz)")
+    parser.add_argument("--probe", choices=PROBES, default="all",
+                        help="which evaluation to run (default: all)")
+    parser.add_argument("--features", choices=("backbone", "projector"), default="backbone",
+                        help="probe the encoder's features (default) or the projector's output")
+    parser.add_argument("--source", choices=SOURCES, default=None,
+                        help="where the images come from (default: the run's preset)")
+    parser.add_argument("--data-dir", default=None, metavar="PATH",
+                        help=f"image folder or .tar.gz (default: ${DATA_DIR_ENV})")
+    parser.add_argument("--data-seed", type=int, default=0,
+                        help="seed of the train/val split; the one the run used (default: 0)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the probe (default: 0)")
+    parser.add_argument("--batch-size", type=int, default=256,
+                        help="images per forward pass (default: 256)")
+    parser.add_argument("--k", type=int, default=200, help="kNN neighbours (default: 200)")
+    parser.add_argument("--no-write", action="store_true", help=f"do not write {EVAL_JSON}")
+    parser.set_defaults(run=run_eval)
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    """Run ``eval``: ``bt_helpers.evaluate.evaluate_run``, then print its table."""
+    from bt_helpers.evaluate import evaluate_run, format_results
+
+    source = args.source
+    if source is None and args.data_dir is not None:
+        source = "folder"
+    results = evaluate_run(args.checkpoint, probe=args.probe, data_dir=args.data_dir,
+                           source=source, data_seed=args.data_seed, features=args.features,
+                           batch_size=args.batch_size, k=args.k, seed=args.seed,
+                           write=not args.no_write, verbose=sys.stderr.isatty())
+    print(format_results(results))
+    return 0
+
+
+def add_train_parser(subparsers) -> None:
+    """``train``: Barlow Twins pretraining of a preset, resumable (``bt_helpers.train.train``)."""
+    from bt_helpers.config import PRESET_ENV, PRESETS
+    from bt_helpers.data import DATA_DIR_ENV
+
+    parser = subparsers.add_parser(
+        "train", help="pretrain a Barlow Twins encoder; re-run the same command to resume",
+        description="Pretrain the encoder + projector of a preset with the Barlow Twins loss. "
+                    "A checkpoint is written atomically after every epoch into --out; running "
+                    "the same command again (after Ctrl-C, kill -9 or a crash) resumes from the "
+                    "last complete epoch. Several GPUs are used automatically; several "
+                    "machines via TF_CONFIG (see the README).")
+    parser.add_argument("--preset", default=None, choices=sorted(PRESETS),
+                        help=f"configuration (default: ${PRESET_ENV}, else 'full' with a GPU "
+                             "and 'teaching' without)")
+    parser.add_argument("--epochs", type=int, default=None, metavar="N",
+                        help="pretraining epochs (default: the preset's)")
+    parser.add_argument("--out", default=None, metavar="DIR",
+                        help="run folder for checkpoint and logs (default: runs/<preset>)")
+    parser.add_argument("--data-dir", default=None, metavar="PATH",
+                        help=f"image folder or .tar.gz of CIFAR-10 (default: ${DATA_DIR_ENV}, "
+                             "else the Keras cache or a download)")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="seed of the data split, the weights and the augmentations "
+                             "(default: 0)")
+    parser.add_argument("--no-resume", action="store_true",
+                        help="start from scratch even if --out holds a checkpoint (it is "
+                             "overwritten at the end of the first epoch)")
+    parser.add_argument("--knn-every", type=int, default=None, metavar="K",
+                        help="kNN monitor every K epochs, 0 for never (default: the preset's)")
+    parser.add_argument("--strategy", default="auto",
+                        choices=("auto", "default", "mirrored", "multi_worker"),
+                        help="tf.distribute strategy (default: auto = multi_worker when "
+                             "TF_CONFIG is set, mirrored with several GPUs, else default)")
+    parser.set_defaults(run=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    """Run ``train``: load the preset's data, train (or resume), say where everything is."""
+    from pathlib import Path
+
+    from bt_helpers import train
+    from bt_helpers.config import get_preset
+
+    # A multi-worker strategy must exist before any other TensorFlow operation.
+    strategy = train.make_strategy(args.strategy)
+    preset = get_preset(args.preset)
+    if args.epochs is not None:
+        preset = preset.replace(epochs=args.epochs,
+                                warmup_epochs=min(preset.warmup_epochs, args.epochs))
+    out = Path(args.out) if args.out else Path("runs") / preset.name
+    from bt_helpers.data import load_data
+
+    print(preset.describe(), flush=True)
+    images = load_data(source="folder" if args.data_dir else None, data_dir=args.data_dir,
+                       preset=preset, seed=args.seed)
+    print(images.describe(), flush=True)
+    result = train.train(preset, images, out, seed=args.seed, resume=not args.no_resume,
+                         strategy=strategy, knn_every=args.knn_every)
+    if train.is_chief(strategy):
+        last = result.history[-1] if result.history else {}
+        knn = last.get("knn_accuracy")
+        print(f"Done: {len(result.history)} of {preset.epochs} epochs in {out}"
+              + (f", last kNN accuracy {knn:.1%}" if knn is not None else "") + ".")
+        print(f"Evaluate the encoder with: python -m bt_helpers eval --checkpoint {out}")
+    return 0
+
+
 #: One ``add_<command>_parser(subparsers)`` per subcommand, in the order ``--help`` lists them.
-SUBCOMMANDS: List[Callable] = [add_data_parser]
+SUBCOMMANDS: List[Callable] = [add_data_parser, add_train_parser, add_eval_parser]
 
 
 def build_parser() -> argparse.ArgumentParser:
