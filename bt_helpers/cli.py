@@ -84,8 +84,9 @@ def add_eval_parser(subparsers) -> None:
                         help="where the images come from (default: the run's preset)")
     parser.add_argument("--data-dir", default=None, metavar="PATH",
                         help=f"image folder or .tar.gz (default: ${DATA_DIR_ENV})")
-    parser.add_argument("--data-seed", type=int, default=0,
-                        help="seed of the train/val split; the one the run used (default: 0)")
+    parser.add_argument("--data-seed", type=int, default=None,
+                        help="seed of the train/val split (default: the run's --seed, as "
+                             "`train` splits with it)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the probe (default: 0)")
     parser.add_argument("--batch-size", type=int, default=256,
                         help="images per forward pass (default: 256)")

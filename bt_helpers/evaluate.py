@@ -834,14 +834,15 @@ PROBES = ("linear", "knn", "all")
 
 
 def evaluate_run(run_dir, probe: str = "all", images=None, data_dir=None,
-                 source: Optional[str] = None, data_seed: int = 0, features: str = "backbone",
+                 source: Optional[str] = None, data_seed: Optional[int] = None,
+                 features: str = "backbone",
                  batch_size: int = 256, k: int = 200, seed: int = 0, write: bool = True,
                  verbose: bool = True) -> dict:
     """Scores the encoder saved in a run folder with a linear probe and/or kNN.
 
     The last complete checkpoint of ``run_dir`` (see ``bt_helpers.train.load_run``) gives the
     encoder (and projector) and the run's preset. The images are loaded as the run loaded
-    them (``load_data(preset=..., seed=data_seed)``): the probe and the kNN bank use the
+    them (``load_data(preset=..., seed=<the run's seed>)``): the probe and the kNN bank use the
     training split's labels, and they are scored on the test split when the data has one,
     else on the held-out validation split that pretraining never saw.
 
@@ -852,8 +853,9 @@ def evaluate_run(run_dir, probe: str = "all", images=None, data_dir=None,
         images: a ``bt_helpers.data.ImageData`` to use instead of loading. Defaults to None.
         data_dir, source: passed to ``load_data`` (default: the preset's source and
             ``BT_DATA_DIR``).
-        data_seed: seed of the train / validation split; use the one the run was trained
-            with (``bt_helpers.start`` and the CLI use 0). Defaults to 0.
+        data_seed: seed of the train / validation split. Defaults to the run's seed, which
+            ``python -m bt_helpers train`` also uses for its split (``bt_helpers.start``
+            splits with seed 0).
         features: ``"backbone"`` (the encoder's output, the standard) or ``"projector"``
             (the embeddings the loss saw). Defaults to ``"backbone"``.
         batch_size: images per forward pass. Defaults to 256.
@@ -885,6 +887,7 @@ def evaluate_run(run_dir, probe: str = "all", images=None, data_dir=None,
     model, meta = train_lib.load_run(run_dir)
     preset = train_lib.preset_from_dict(meta["preset"])
     if images is None:
+        data_seed = int(meta.get("seed", 0)) if data_seed is None else data_seed
         images = load_data(source=source, data_dir=data_dir, preset=preset, seed=data_seed)
     if images.x_test is not None and len(images.x_test):
         split, x_eval, y_eval = "test", images.x_test, images.y_test
