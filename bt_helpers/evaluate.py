@@ -295,11 +295,21 @@ def _whitening_preconditioner(z: np.ndarray, shrinkage: float = 1e-3, max_rows: 
     """
     if len(z) > max_rows:
         z = z[np.random.default_rng(seed).choice(len(z), max_rows, replace=False)]
-    cov = z.T @ z / np.float32(len(z))                                  # (F, F) float32
-    eigenvalues, vectors = np.linalg.eigh(cov)
-    eigenvalues = np.maximum(eigenvalues, 0)
-    delta = shrinkage * max(float(eigenvalues.mean()), 1e-12)
-    return ((vectors / np.sqrt(eigenvalues + delta)) @ vectors.T).astype(np.float32)
+    n, f = z.shape
+    if n >= f:
+        eigenvalues, vectors = np.linalg.eigh(z.T @ z / np.float32(n))  # (F,), (F, F)
+        eigenvalues = np.maximum(eigenvalues, 0)
+        delta = shrinkage * max(float(eigenvalues.mean()), 1e-12)
+        return ((vectors / np.sqrt(eigenvalues + delta)) @ vectors.T).astype(np.float32)
+    # Fewer rows than features: the covariance has rank <= n; a thin SVD (n^2 F instead of
+    # F^3) gives its non-zero eigenvectors, the other directions have eigenvalue 0.
+    _, singular, vt = np.linalg.svd(z, full_matrices=False)             # vt: (n, F)
+    eigenvalues = singular ** 2 / n                                      # (n,)
+    delta = shrinkage * max(float(eigenvalues.sum()) / f, 1e-12)
+    scale = 1 / np.sqrt(eigenvalues + delta) - 1 / np.sqrt(delta)        # (n,)
+    p = (vt.T * scale) @ vt                                              # (F, F)
+    p[np.diag_indices(f)] += 1 / np.sqrt(delta)
+    return p.astype(np.float32)
 
 
 class _SoftmaxHeads:
