@@ -25,8 +25,10 @@ seed gives the same numbers.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
+import weakref
 from typing import Optional, Sequence
 
 import numpy as np
@@ -93,6 +95,78 @@ def _resolve_num_classes(num_classes: Optional[int], **labels) -> int:
     return num_classes
 
 
+# --- compiled pieces ---------------------------------------------------------------------------
+
+_INFERENCE = weakref.WeakKeyDictionary()   # model -> its compiled inference call
+_COMPILED = {}                             # name -> module-level tf.function
+
+
+def _inference_fn(model):
+    """``model(x, training=False)`` compiled once per model (traced again only for new shapes).
+
+    The compiled function refers to the model through a weak reference, so the cache does
+    not keep models alive.
+    """
+    import tensorflow as tf
+
+    try:
+        return _INFERENCE[model]
+    except (KeyError, TypeError):
+        pass
+    ref = weakref.ref(model) if _weakrefable(model) else (lambda: model)
+    fn = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    if _weakrefable(model):
+        _INFERENCE[model] = fn
+    return fn
+
+
+def _weakrefable(obj) -> bool:
+    try:
+        weakref.ref(obj)
+        return True
+    except TypeError:
+        return False
+
+
+@contextlib.contextmanager
+def _quiet_retracing():
+    """Silence TensorFlow's "N out of the last M calls triggered retracing" warning: each new
+    encoder (a kNN monitor builds one per epoch) is traced once, which is expected here."""
+    import tensorflow as tf
+
+    logger = tf.get_logger()
+    level = logger.level
+    logger.setLevel("ERROR")
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _compiled(name: str):
+    """Module-level tf.functions for the neighbour searches, built on first use. The bank is
+    an argument, not a captured constant, so new features do not mean a new function."""
+    if not _COMPILED:
+        import tensorflow as tf
+
+        @tf.function(reduce_retracing=True)
+        def top_k_cosine(queries, bank, k):
+            sims = tf.matmul(queries, bank, transpose_b=True)              # (B, N)
+            return tf.math.top_k(sims, k=k)                                # (B, k) twice
+
+        @tf.function(reduce_retracing=True)
+        def knn_vote(queries, bank, labels, k, temperature, num_classes):
+            sims = tf.matmul(queries, bank, transpose_b=True)              # (B, N)
+            top_sims, top_idx = tf.math.top_k(sims, k=k)                   # (B, k)
+            weights = tf.exp(top_sims / temperature)                       # (B, k)
+            votes = tf.one_hot(tf.gather(labels, top_idx), num_classes)    # (B, k, C)
+            votes = tf.reduce_sum(votes * weights[..., None], axis=1)      # (B, C)
+            return tf.argmax(votes, axis=-1)                               # (B,)
+
+        _COMPILED.update(top_k_cosine=top_k_cosine, knn_vote=knn_vote)
+    return _COMPILED[name]
+
+
 # --- feature extraction ------------------------------------------------------------------------
 
 def extract_features(encoder, images, batch_size: int = 256, verbose: bool = True) -> np.ndarray:
@@ -144,9 +218,10 @@ def extract_features(encoder, images, batch_size: int = 256, verbose: bool = Tru
                          f"dtype {images.dtype}.")
 
     batch_size = min(int(batch_size), n)
-    forward = tf.function(lambda x: encoder(x, training=False))
+    forward = _inference_fn(encoder)
     chunks = []
-    with tqdm(total=n, desc="features", unit="img", disable=not verbose) as bar:
+    with _quiet_retracing(), tqdm(total=n, desc="features", unit="img",
+                                  disable=not verbose) as bar:
         for start in range(0, n, batch_size):
             batch = images[start:start + batch_size]
             count = len(batch)
@@ -185,9 +260,10 @@ def apply_to_features(model, features, batch_size: int = 1024) -> np.ndarray:
     import tensorflow as tf
 
     x = _check_features(features, "features")
-    forward = tf.function(lambda t: model(t, training=False), reduce_retracing=True)
-    out = [np.asarray(forward(tf.constant(x[s:s + batch_size])), dtype=np.float32)
-           for s in range(0, len(x), batch_size)]
+    forward = _inference_fn(model)
+    with _quiet_retracing():
+        out = [np.asarray(forward(tf.constant(x[s:s + batch_size])), dtype=np.float32)
+               for s in range(0, len(x), batch_size)]
     return np.concatenate(out)
 
 
@@ -269,9 +345,10 @@ class ProbeResult:
     seconds: float
 
     def describe(self) -> str:
-        """One line: test accuracy and the chosen setting."""
-        return (f"linear probe: test accuracy {self.accuracy:.2%} (val {self.val_accuracy:.2%}, "
-                f"train {self.train_accuracy:.2%}); l2={self.l2:g}, {self.epochs} epochs, "
+        """One line: accuracy on the evaluation features, and the chosen setting."""
+        return (f"linear probe: accuracy {self.accuracy:.2%} on {len(self.predictions):,} "
+                f"held-out features (validation {self.val_accuracy:.2%}, train "
+                f"{self.train_accuracy:.2%}); l2={self.l2:g}, {self.epochs} epochs, "
                 f"{self.seconds:.1f} s")
 
     def __repr__(self) -> str:
@@ -643,16 +720,11 @@ def nearest_neighbours(query_features, bank_features, k: int = 8, batch_size: in
     if not 1 <= k <= len(bank):
         raise ValueError(f"`k` must be in [1, {len(bank)}] (the bank size); received k={k}.")
     bank_t = tf.constant(_l2_normalise(bank))                          # (N, F)
-
-    @tf.function(reduce_retracing=True)
-    def top_k(q):
-        sims = tf.matmul(q, bank_t, transpose_b=True)                  # (B, N)
-        return tf.math.top_k(sims, k=k)
-
+    top_k = _compiled("top_k_cosine")
     queries = _l2_normalise(queries)
     indices, sims = [], []
     for start in range(0, len(queries), batch_size):
-        values, idx = top_k(tf.constant(queries[start:start + batch_size]))
+        values, idx = top_k(tf.constant(queries[start:start + batch_size]), bank_t, int(k))
         indices.append(idx.numpy())
         sims.append(values.numpy())
     return np.concatenate(indices).astype(np.int64), np.concatenate(sims)
@@ -696,17 +768,11 @@ def knn_predict(train_features, train_labels, test_features, k: int = 200,
     k = min(int(k), len(bank))
     bank_t = tf.constant(_l2_normalise(bank))                          # (N, F)
     labels_t = tf.constant(labels.astype(np.int32))                    # (N,)
-
-    @tf.function(reduce_retracing=True)
-    def predict(q):
-        sims = tf.matmul(q, bank_t, transpose_b=True)                  # (B, N)
-        top_sims, top_idx = tf.math.top_k(sims, k=k)                   # (B, k)
-        weights = tf.exp(top_sims / temperature)                       # (B, k)
-        votes = tf.one_hot(tf.gather(labels_t, top_idx), num_classes) * weights[..., None]
-        return tf.argmax(tf.reduce_sum(votes, axis=1), axis=-1)        # (B,)
-
+    temperature_t = tf.constant(float(temperature), tf.float32)
+    vote = _compiled("knn_vote")
     queries = _l2_normalise(queries)
-    out = [predict(tf.constant(queries[s:s + batch_size])).numpy()
+    out = [vote(tf.constant(queries[s:s + batch_size]), bank_t, labels_t, k, temperature_t,
+                num_classes).numpy()
            for s in range(0, len(queries), batch_size)]
     return np.concatenate(out).astype(np.int64)
 
