@@ -109,7 +109,17 @@ def to_unit_float(images, name: str = "images") -> tf.Tensor:
 
 
 def check_image_shape_and_dtype(images, name: str = "images") -> None:
-    """Static checks of :func:`to_unit_float`: rank 3 or 4, 3 channels, uint8 or float dtype."""
+    """Static checks of :func:`to_unit_float`: rank 3 or 4, 3 channels, uint8 or float dtype.
+
+    A dimension unknown at trace time (e.g. in some ``tf.data`` pipelines) is not checked.
+    """
+    dtype = tf.as_dtype(images.dtype)
+    if dtype != tf.uint8 and not dtype.is_floating:
+        raise ValueError(f"Expected {name} of dtype uint8 (0-255) or float (0-1); received "
+                         f"{dtype.name}. Cast 0-255 integer images to uint8, or divide them by "
+                         "255 to get floats in [0, 1].")
+    if getattr(images.shape, "rank", 0) is None:  # a tensor of unknown rank
+        return
     shape = tuple(images.shape)
     rank = len(shape)
     if rank not in (3, 4):
@@ -120,16 +130,11 @@ def check_image_shape_and_dtype(images, name: str = "images") -> None:
         raise ValueError(f"Expected {name} of rank 3 (height, width, channels) or 4 (batch, "
                          f"height, width, channels); received rank {rank}, shape {shape}.{fix}")
     channels = shape[-1]
-    if channels != 3:
+    if channels is not None and channels != 3:
         fix = {1: " Convert grayscale images to RGB with `tf.image.grayscale_to_rgb(images)`.",
                4: " Drop the alpha channel: `images[..., :3]`."}.get(channels, "")
         raise ValueError(f"Expected {name} with 3 (RGB) channels in the last axis; received "
                          f"{channels} channels, shape {shape}.{fix}")
-    dtype = tf.as_dtype(images.dtype)
-    if dtype != tf.uint8 and not dtype.is_floating:
-        raise ValueError(f"Expected {name} of dtype uint8 (0-255) or float (0-1); received "
-                         f"{dtype.name}. Cast 0-255 integer images to uint8, or divide them by "
-                         "255 to get floats in [0, 1].")
 
 
 def _check_float_values(images: tf.Tensor, name: str) -> None:

@@ -222,10 +222,10 @@ def blur(sigma):
 grid = {"original": x, "crop area 0.5": crop_to(0.5), "crop area 0.1": crop_to(0.1),
         "flip": x[:, :, ::-1], "brightness x0.6": jitter(brightness=0.6),
         "brightness x1.4": jitter(brightness=1.4), "contrast x0.6": jitter(contrast=0.6),
-        "saturation x0.8": jitter(saturation=0.8), "saturation x1.2": jitter(saturation=1.2),
+        "saturation x1.2": jitter(saturation=1.2),
         "hue +0.1 turn": jitter(hue=0.1), "hue -0.1 turn": jitter(hue=-0.1),
         "grayscale": augment.RandomGrayscale.grayscale(x, yes, 1.0),
-        "blur sigma 0.5": blur(0.5), "blur sigma 1": blur(1.0), "blur sigma 2": blur(2.0),
+        "blur sigma 1": blur(1.0), "blur sigma 2": blur(2.0),
         "solarize": augment.RandomSolarize.solarize(x, yes, 0.5, p=1.0)}
 fig = plots.plot_image_grid({k: np.asarray(v) for k, v in grid.items()}, col_labels=shown_names,
                             cell=1.0)
