@@ -622,15 +622,16 @@ class RandomColorJitter(_RandomAugmentation):
 
     Order: a fixed order (brightness, contrast, saturation, hue), not torchvision's random
     order, and one clip to ``value_range`` at the end instead of one after each step. Hue is a
-    rotation of the (I, Q) chroma plane of YIQ, which keeps each pixel's luma, where
-    torchvision shifts the hue channel of HSV, which keeps each pixel's max and min. With
-    these two choices the four adjustments are linear maps of the colour that commute, so
-    random order and fixed order give the same image, and all four fuse into one 3x3 matrix
-    per image (:func:`color_jitter_matrices`): one batched product instead of about 30
-    element-wise passes, the main reason the two-view pipeline is fast (see
-    ``benchmarks/bench_augment.py``). Clipping only between steps would make the order
-    matter; torchvision's per-step clipping differs from this layer only where an
-    intermediate step leaves ``[0, 1]``.
+    rotation of the (I, Q) chroma plane of YIQ by ``2 pi h``, which keeps each pixel's luma,
+    where torchvision shifts the hue channel of HSV, which keeps each pixel's max and min
+    (both turn red towards yellow for ``h > 0``; on CIFAR-10 pixels the rotation moves the
+    HSV hue by about ``0.8 h``). With these two choices the four adjustments are linear maps
+    of the colour that commute, so random order and fixed order give the same image, and all
+    four fuse into one 3x3 matrix per image (:func:`color_jitter_matrices`): one batched
+    product instead of a chain of element-wise passes and an HSV round trip, several times
+    faster on CPU (``benchmarks/bench_augment.py --profile``). Clipping between steps would
+    make the order matter; torchvision's per-step clipping differs from this layer only where
+    an intermediate step leaves ``[0, 1]``.
 
     Args:
         p: probability that an image is jittered. Defaults to 0.8.
@@ -813,8 +814,8 @@ class RandomGaussianBlur(_RandomAugmentation):
     """Blurs each image with probability ``p``, with its own ``sigma ~ U(sigma)``.
 
     ``keras.layers.RandomGaussianBlur`` does not fit: it draws one sigma per batch, its
-    ``factor`` argument mixes probability and strength, its kernel defaults to 3x3 and its
-    ``value_range`` to ``(0, 255)``. Here the blur is separable and vectorised over the batch
+    ``factor`` (documented as a strength) is used as a randomly drawn apply-probability, its
+    kernel defaults to 3x3 and its ``value_range`` to ``(0, 255)``. Here the blur is separable and vectorised over the batch
     without a per-image loop: each image's 1-D kernel becomes a blur matrix (borders
     mirrored, :func:`gaussian_blur_matrices`), and ``A_rows @ image @ A_cols^T`` blurs every
     channel in two batched matrix products. Images that are not blurred get the identity.

@@ -385,9 +385,9 @@ fig = plots.plot_image_grid(rows, title="One batch, two recipes")
 # ## 6. Fast enough to never be the bottleneck
 #
 # Because every parameter is drawn per image as a tensor, a whole batch is augmented with a
-# handful of batched operations and no Python loop: one `crop_and_resize` for all crops (the
-# flip folded into the crop box), one 3x3 colour matrix per image for the whole colour jitter,
-# and only the selected images gathered for the rare augmentations. `benchmarks/bench_augment.py`
+# handful of batched operations and no Python loop: one `crop_and_resize` per view for all its
+# crops (the flip folded into the crop box), one 3x3 colour matrix per image for the whole
+# colour jitter, and only the selected images gathered for the rare augmentations. `benchmarks/bench_augment.py`
 # compares this with the 2021 one-image-at-a-time pipeline (the README quotes the figures).
 # A quick measurement on this machine, for the preset's batch size:
 
