@@ -272,7 +272,9 @@ def correlation_explorer(batch_size: int = 128, proj_dim: int = 32, noise: float
             widgets.HBox([controls["noise"], controls["redundancy"]])]
     if views:
         rows.insert(0, source)
-    return widgets.VBox([*rows, numbers, out])
+    box = widgets.VBox([*rows, numbers, out])
+    box.add_class("bt-correlation-explorer")
+    return box
 
 
 def lambda_explorer(c, lambda_offdiag: float = 0.0051):

@@ -19,6 +19,10 @@ import pytest
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 CHROMIUM = os.environ.get("BT_CHROMIUM", "/usr/bin/chromium")
 TOKEN = "bt-browser-test"
+KERNEL_IDLE = """(() => {
+  const session = window.jupyterapp.shell.currentWidget?.sessionContext?.session;
+  return session?.kernel?.status === "idle";
+})()"""
 # (notebook, CSS class of the explorer widget)
 EXPLORERS = [
     ("01_augmentations", "bt-augmentation-explorer"),
@@ -33,16 +37,20 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def lab_url():
+def lab_url(tmp_path_factory):
     if not shutil.which(CHROMIUM):
         pytest.fail(f"Chromium not found at {CHROMIUM}: run `make test-browser`, which installs "
                     "Debian's chromium package, or set BT_CHROMIUM to a Chromium binary.")
+    # A copy, so that JupyterLab's autosave never writes ci-preset outputs into the course.
+    served = tmp_path_factory.mktemp("notebooks")
+    for name, _ in EXPLORERS:
+        shutil.copy(ROOT / "notebooks" / f"{name}.ipynb", served)
     port = _free_port()
     env = dict(os.environ, BT_PRESET="ci", TF_CPP_MIN_LOG_LEVEL="2")
     proc = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "jupyter"), "lab", "--no-browser", "--ip=127.0.0.1",
          f"--port={port}", f"--ServerApp.token={TOKEN}", "--LabApp.expose_app_in_browser=True",
-         "--allow-root", f"--notebook-dir={ROOT / 'notebooks'}"],
+         "--allow-root", f"--notebook-dir={served}"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
@@ -87,8 +95,9 @@ def test_explorer_slider_changes_the_image(lab_url, browser, notebook, css_class
     page.goto(f"{lab_url}/lab/tree/{notebook}.ipynb?token={TOKEN}")
     page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
     page.wait_for_function("window.jupyterapp && window.jupyterapp.commands", timeout=60_000)
-    page.wait_for_selector(".jp-Notebook-ExecutionIndicator[data-status='idle']", timeout=120_000)
-    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    page.wait_for_function(KERNEL_IDLE, timeout=120_000)
+    # Not awaited: the command's promise settles only when every cell has run.
+    page.evaluate("() => { void window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
     explorer = page.locator(f".{css_class}").first
     explorer.wait_for(timeout=240_000)
     explorer.scroll_into_view_if_needed()
