@@ -176,7 +176,8 @@ def profile_steps(images, recipe, seed, repeats=30):
                                         for i, lay in enumerate(steps.values())],
     }
     if "crop" in steps:
-        candidates["crop_resize"] = lambda: augment.RandomResizedCrop.crop(xf, draws["crop"]["boxes"])
+        candidates["crop_resize"] = lambda: augment.RandomResizedCrop.crop(xf,
+                                                                           draws["crop"]["boxes"])
     if "flip" in steps:
         candidates["flip_alone_unfused"] = lambda: steps["flip"].transform_images(xf, draws["flip"])
     if "jitter" in steps:

@@ -40,8 +40,6 @@ channels-last images.
 from __future__ import annotations
 
 import math
-from typing import Optional
-
 import keras
 import numpy as np
 import tensorflow as tf
@@ -406,8 +404,34 @@ def crop_and_resize_matmul(images, boxes, size):
     height, width = int(images.shape[1]), int(images.shape[2])
     rows = _interpolation_matrices(boxes[:, 0], boxes[:, 2], size[0], height)  # (B, oh, h)
     cols = _interpolation_matrices(boxes[:, 1], boxes[:, 3], size[1], width)  # (B, ow, w)
-    images = tf.einsum("boh,bhwc->bowc", rows, images)  # (B, oh, w, C)
-    return tf.einsum("bpw,bowc->bopc", cols, images)  # (B, oh, ow, C)
+    return separable_matmul(images, rows, cols)
+
+
+def separable_matmul(images, rows, cols):
+    """``rows[b] @ images[b, :, :, c] @ cols[b]^T`` for every image ``b`` and channel ``c``.
+
+    A separable linear map of each image (a bilinear crop-and-resize, a Gaussian blur) as two
+    batched matrix products, without a per-image loop.
+
+    Args:
+        images: ``(B, H, W, C)`` float32.
+        rows: ``(B, H2, H)``, mixing the rows.
+        cols: ``(B, W2, W)``, mixing the columns.
+
+    Returns:
+        ``(B, H2, W2, C)`` float32.
+    """
+    shape = tf.shape(images)
+    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
+    out_height, out_width = tf.shape(rows)[1], tf.shape(cols)[1]
+    # Along the height: (B, H2, H) @ (B, H, W*C).
+    images = tf.linalg.matmul(rows, tf.reshape(images, (batch, height, -1)))
+    # Along the width: bring W forward, (B, W2, W) @ (B, W, H2*C), and back.
+    images = tf.transpose(tf.reshape(images, (batch, out_height, width, channels)),
+                          (0, 2, 1, 3))  # (B, W, H2, C)
+    images = tf.linalg.matmul(cols, tf.reshape(images, (batch, width, -1)))
+    images = tf.reshape(images, (batch, out_width, out_height, channels))
+    return tf.transpose(images, (0, 2, 1, 3))  # (B, H2, W2, C)
 
 
 @_register
@@ -796,29 +820,18 @@ def gaussian_blur_matrices(sigma, size: int, radius: int):
     return tf.einsum("bk,ikj->bij", weights, taps)
 
 
-def _blur_with(images, rows, cols):
-    """``rows @ image @ cols^T`` for every channel: ``rows`` ``(B, H, H)``, ``cols`` ``(B, W, W)``."""
-    shape = tf.shape(images)  # (B, H, W, C)
-    batch, height, width, channels = shape[0], shape[1], shape[2], shape[3]
-    # Along the height: (B, H, H) @ (B, H, W*C).
-    images = tf.linalg.matmul(rows, tf.reshape(images, (batch, height, -1)))
-    # Along the width: bring W forward, (B, W, W) @ (B, W, H*C), and back.
-    images = tf.transpose(tf.reshape(images, shape), (0, 2, 1, 3))  # (B, W, H, C)
-    images = tf.linalg.matmul(cols, tf.reshape(images, (batch, width, -1)))
-    images = tf.reshape(images, (batch, width, height, channels))
-    return tf.transpose(images, (0, 2, 1, 3))  # (B, H, W, C)
-
-
 @_register
 class RandomGaussianBlur(_RandomAugmentation):
     """Blurs each image with probability ``p``, with its own ``sigma ~ U(sigma)``.
 
     ``keras.layers.RandomGaussianBlur`` does not fit: it draws one sigma per batch, its
     ``factor`` (documented as a strength) is used as a randomly drawn apply-probability, its
-    kernel defaults to 3x3 and its ``value_range`` to ``(0, 255)``. Here the blur is separable and vectorised over the batch
-    without a per-image loop: each image's 1-D kernel becomes a blur matrix (borders
-    mirrored, :func:`gaussian_blur_matrices`), and ``A_rows @ image @ A_cols^T`` blurs every
-    channel in two batched matrix products. Images that are not blurred get the identity.
+    kernel defaults to 3x3 and its ``value_range`` to ``(0, 255)``. Here the blur is separable
+    and vectorised over the batch without a per-image loop: each image's 1-D kernel becomes a
+    blur matrix (borders mirrored, :func:`gaussian_blur_matrices`), and ``A_rows @ image @
+    A_cols^T`` blurs every channel in two batched matrix products. Outside XLA only the images
+    drawn for blurring are blurred (gathered, then scattered back); under XLA every image goes
+    through the products, with the identity for those not blurred.
 
     Args:
         p: probability that an image is blurred. Defaults to 0.5.
@@ -885,11 +898,11 @@ class RandomGaussianBlur(_RandomAugmentation):
             rows = tf.where(apply[:, None, None], rows, tf.eye(int(height), batch_shape=[1]))
             cols = gaussian_blur_matrices(sigma, int(width), radius)
             cols = tf.where(apply[:, None, None], cols, tf.eye(int(width), batch_shape=[1]))
-            return _blur_with(x, rows, cols)
+            return separable_matmul(x, rows, cols)
 
         def some_images(x, index):
             selected = tf.gather_nd(sigma, index)
-            return _blur_with(x, gaussian_blur_matrices(selected, int(height), radius),
+            return separable_matmul(x, gaussian_blur_matrices(selected, int(height), radius),
                               gaussian_blur_matrices(selected, int(width), radius))
 
         return _augment_where_applied(images, apply, p, all_images, some_images)
