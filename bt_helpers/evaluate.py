@@ -35,6 +35,10 @@ import numpy as np
 
 #: L2 penalties the linear probe tries by default (on standardised features, mean loss).
 DEFAULT_L2_VALUES = (0.0, 1e-5, 1e-4, 1e-3, 1e-2, 1e-1)
+#: Small training sets have few steps per epoch: the probe's default epoch budget and
+#: patience grow so that it may take at least this many steps, and waits this many.
+MIN_STEPS = 300
+MIN_PATIENCE_STEPS = 100
 
 
 # --- input checks ------------------------------------------------------------------------------
@@ -363,30 +367,33 @@ def _standardiser(x: np.ndarray) -> tuple:
     return mean.astype(np.float32), var.astype(np.float32)
 
 
-def _whitening_preconditioner(z: np.ndarray, shrinkage: float = 1e-3, max_rows: int = 10_000,
-                              seed: int = 0) -> np.ndarray:
-    """``P = (cov + delta I)^(-1/2)``, symmetric, for standardised features ``z`` (N, F).
+def _whitening_basis(z: np.ndarray, shrinkage: float = 1e-3, max_rows: int = 10_000,
+                     seed: int = 0) -> tuple:
+    """PCA whitening of standardised features ``z`` (N, F): ``(basis (F, K), scale (K,))``.
 
-    ``delta = shrinkage * mean eigenvalue`` keeps P finite for redundant features; the
-    covariance is estimated on at most ``max_rows`` rows (a preconditioner need not be exact).
+    ``u = z @ (basis * scale)`` are the coordinates of ``z`` along the covariance's
+    eigenvectors divided by ``sqrt(eigenvalue + delta)``, so they are uncorrelated with
+    variance ``eigenvalue / (eigenvalue + delta)`` (about 1); ``delta = shrinkage * mean
+    eigenvalue`` keeps the scale finite for redundant features. ``basis * scale**2 @ basis.T``
+    is ``(cov + delta I)^-1`` on the span of the basis. The covariance is estimated on at most
+    ``max_rows`` rows: a preconditioner need not be exact. When all N < F rows are used, every
+    row lies in the span of the top N right singular vectors, and K = N (a thin SVD, N^2 F
+    instead of F^3); otherwise K = F.
     """
-    if len(z) > max_rows:
-        z = z[np.random.default_rng(seed).choice(len(z), max_rows, replace=False)]
+    n_all = len(z)
+    if n_all > max_rows:
+        z = z[np.random.default_rng(seed).choice(n_all, max_rows, replace=False)]
     n, f = z.shape
-    if n >= f:
-        eigenvalues, vectors = np.linalg.eigh(z.T @ z / np.float32(n))  # (F,), (F, F)
+    if n < f and n == n_all:
+        _, singular, vt = np.linalg.svd(z, full_matrices=False)         # vt: (N, F)
+        eigenvalues, basis = singular ** 2 / n, vt.T                     # (N,), (F, N)
+        delta = shrinkage * max(float(eigenvalues.sum()) / f, 1e-12)
+    else:
+        eigenvalues, basis = np.linalg.eigh(z.T @ z / np.float32(n))    # (F,), (F, F)
         eigenvalues = np.maximum(eigenvalues, 0)
         delta = shrinkage * max(float(eigenvalues.mean()), 1e-12)
-        return ((vectors / np.sqrt(eigenvalues + delta)) @ vectors.T).astype(np.float32)
-    # Fewer rows than features: the covariance has rank <= n; a thin SVD (n^2 F instead of
-    # F^3) gives its non-zero eigenvectors, the other directions have eigenvalue 0.
-    _, singular, vt = np.linalg.svd(z, full_matrices=False)             # vt: (n, F)
-    eigenvalues = singular ** 2 / n                                      # (n,)
-    delta = shrinkage * max(float(eigenvalues.sum()) / f, 1e-12)
-    scale = 1 / np.sqrt(eigenvalues + delta) - 1 / np.sqrt(delta)        # (n,)
-    p = (vt.T * scale) @ vt                                              # (F, F)
-    p[np.diag_indices(f)] += 1 / np.sqrt(delta)
-    return p.astype(np.float32)
+    scale = 1 / np.sqrt(eigenvalues + delta)
+    return basis.astype(np.float32), scale.astype(np.float32)
 
 
 class _SoftmaxHeads:
@@ -398,30 +405,50 @@ class _SoftmaxHeads:
     is one compiled call (a ``tf.range`` loop over the batches), traced once per instance:
     :meth:`fit` resets the weights and the optimizer and can be called again (the refit).
 
-    With a ``preconditioner`` P (F, F) the kernel is parametrised as ``W = P V`` and Adam
-    updates V: the model (``softmax(z W + b)``) and the loss (cross-entropy +
-    ``l2 * sum(W ** 2)``) are unchanged, only the path to their minimum is. With P the
-    whitening matrix of ``z`` the inputs ``z P`` are decorrelated, and gradient steps no
-    longer crawl along the directions in which correlated features make the loss flat.
+    The penalty is ``l2 * sum_k penalty_weights[k] * sum_c V[k, c] ** 2`` for a kernel V of
+    shape (K, C): plain L2 with weights 1; with whitened inputs ``u = z @ (basis * scale)``
+    and weights ``scale ** 2`` it is exactly ``l2 * sum(W ** 2)`` of the kernel
+    ``W = basis @ (scale * V)`` that acts on ``z`` (see :func:`linear_probe`).
+
+    Two optimizers. ``"adam"`` adds the penalty to the loss. ``"sgd"`` (momentum) takes
+    gradient steps on the cross-entropy alone and applies the penalty exactly after each
+    step, ``V <- V / (1 + 2 lr' l2 w_k)`` with ``lr' = lr / (1 - momentum)`` (a proximal step,
+    stable for any penalty weight; with ``lr'`` its fixed point is the minimum of the
+    penalised loss). On whitened inputs every direction has the same curvature, which is
+    what plain gradient descent needs; Adam, which scales each coordinate's step instead,
+    gains little there.
     """
 
-    def __init__(self, num_features: int, num_classes: int, l2_values, batch_size: int,
-                 learning_rate: float, preconditioner: Optional[np.ndarray] = None):
+    def __init__(self, num_inputs: int, num_classes: int, l2_values, batch_size: int,
+                 learning_rate: float, penalty_weights: Optional[np.ndarray] = None,
+                 optimizer: str = "adam", momentum: float = 0.9):
         import keras
         import tensorflow as tf
 
-        f, r, c = num_features, len(l2_values), num_classes
-        self.shape = (f, r, c)
-        self.preconditioner = preconditioner
-        p = None if preconditioner is None else tf.constant(preconditioner)   # (F, F)
+        k, r, c = num_inputs, len(l2_values), num_classes
+        self.shape = (k, r, c)
+        self.batch_size = batch_size
         self.dense = keras.layers.Dense(r * c, kernel_initializer="zeros",
                                         bias_initializer="zeros")
-        self.dense.build((None, f))
-        self.optimizer = keras.optimizers.Adam(learning_rate)
+        self.dense.build((None, k))
+        weights = (np.ones(k, np.float32) if penalty_weights is None
+                   else np.asarray(penalty_weights, np.float32))       # (K,)
+        if optimizer == "sgd":
+            self.optimizer = keras.optimizers.SGD(learning_rate, momentum=momentum)
+            step = learning_rate / (1 - momentum)
+            shrink = tf.constant((1 / (1 + 2 * step * np.outer(
+                weights, np.repeat(np.asarray(l2_values, np.float32), c)))).astype(np.float32))
+            l2 = tf.zeros(r)                                            # penalty: the shrink
+        elif optimizer == "adam":
+            self.optimizer = keras.optimizers.Adam(learning_rate)
+            shrink = None
+            l2 = tf.constant(np.asarray(l2_values, np.float32))         # (R,)
+        else:
+            raise ValueError(f"optimizer must be 'sgd' or 'adam'; received {optimizer!r}.")
         self.optimizer.build(self.dense.trainable_variables)
-        l2 = tf.constant(np.asarray(l2_values, np.float32))             # (R,)
+        weights = tf.constant(weights)
         dense, optimizer = self.dense, self.optimizer
-        spec = [tf.TensorSpec([None, f], tf.float32), tf.TensorSpec([None], tf.int32),
+        spec = [tf.TensorSpec([None, k], tf.float32), tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
 
         @tf.function(input_signature=spec)
@@ -429,17 +456,20 @@ class _SoftmaxHeads:
             steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
             for step in tf.range(steps):
                 idx = order[step * batch_size:(step + 1) * batch_size]
-                x, y = tf.gather(x_all, idx), tf.gather(y_all, idx)    # (B, F), (B,)
+                x, y = tf.gather(x_all, idx), tf.gather(y_all, idx)    # (B, K), (B,)
                 with tf.GradientTape() as tape:
                     logits = tf.reshape(dense(x), (-1, r, c))          # (B, R, C)
                     labels = tf.broadcast_to(y[:, None], tf.shape(logits)[:2])
                     ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)  # (B, R)
-                    kernel = dense.kernel if p is None else tf.matmul(p, dense.kernel)
-                    kernel = tf.reshape(kernel, (f, r, c))               # W: (F, R, C)
-                    penalty = tf.reduce_sum(l2 * tf.reduce_sum(tf.square(kernel), axis=[0, 2]))
+                    squares = tf.reduce_sum(tf.reshape(tf.square(dense.kernel), (k, r, c)),
+                                            axis=2)                      # (K, R)
+                    penalty = tf.reduce_sum(l2 * tf.linalg.matvec(squares, weights,
+                                                                  transpose_a=True))
                     loss = tf.reduce_sum(tf.reduce_mean(ce, axis=0)) + penalty
                 grads = tape.gradient(loss, dense.trainable_variables)
                 optimizer.apply_gradients(zip(grads, dense.trainable_variables))
+                if shrink is not None:
+                    dense.kernel.assign(dense.kernel * shrink)         # exact L2 step
 
         @tf.function(input_signature=spec[:1])
         def predict(x):
@@ -448,7 +478,7 @@ class _SoftmaxHeads:
         self._run_epoch, self._predict = run_epoch, predict
 
     def reset(self) -> None:
-        """Zero weights, Adam moments and step count (the learning rate is kept)."""
+        """Zero weights, optimizer moments and step count (the learning rate is kept)."""
         for v in self.dense.trainable_variables:
             v.assign(np.zeros(v.shape, np.float32))
         for v in self.optimizer.variables:
@@ -460,14 +490,14 @@ class _SoftmaxHeads:
             desc: str = "probe", verbose: bool = False):
         """Trains from zero; keeps each head's weights of its best validation epoch.
 
-        ``x_fit`` and ``x_val`` are the standardised features already multiplied by the
-        preconditioner (``z P``; computed once by the caller, as it costs N F^2).
+        ``x_fit`` and ``x_val`` have ``num_inputs`` columns (the whitened features when
+        the caller preconditions; computed once by the caller, as that costs N F K).
 
         Early stopping: after ``patience`` epochs in which the best validation accuracy over
         all heads did not rise. Without validation data every head trains ``epochs`` epochs.
 
         Returns:
-            ``(kernels (R, F, C), biases (R, C), best_epoch (R,), best_val_acc (R,))``.
+            ``(kernels (R, K, C), biases (R, C), best_epoch (R,), best_val_acc (R,))``.
         """
         import tensorflow as tf
         from tqdm.auto import tqdm
@@ -507,9 +537,7 @@ class _SoftmaxHeads:
             best_kernel, best_bias = self.dense.kernel.numpy(), self.dense.bias.numpy()
             best_epoch[:] = epochs
             best_acc[:] = np.nan
-        if self.preconditioner is not None:                             # V -> W = P V
-            best_kernel = self.preconditioner @ best_kernel
-        kernels = best_kernel.reshape(f, r, c).transpose(1, 0, 2)       # (R, F, C)
+        kernels = best_kernel.reshape(f, r, c).transpose(1, 0, 2)       # (R, K, C)
         return kernels, best_bias.reshape(r, c), best_epoch, best_acc
 
 
@@ -527,28 +555,34 @@ def _build_probe(mean, var, kernel, bias):
 
 
 def linear_probe(train_features, train_labels, test_features, test_labels,
-                 num_classes: Optional[int] = None, epochs: int = 100, batch_size: int = 1024,
-                 learning_rate: float = 1e-3, l2_values: Sequence[float] = DEFAULT_L2_VALUES,
-                 val_fraction: float = 0.1, patience: int = 10, refit: bool = True,
+                 num_classes: Optional[int] = None, epochs: Optional[int] = None,
+                 batch_size: Optional[int] = None, learning_rate: Optional[float] = None,
+                 l2_values: Sequence[float] = DEFAULT_L2_VALUES,
+                 val_fraction: float = 0.1, patience: Optional[int] = None, refit: bool = True,
                  precondition: bool = True, seed: int = 0,
                  verbose: bool = False) -> ProbeResult:
     """Trains a softmax classifier on frozen features: the standard linear evaluation.
 
     1. Features are standardised with the training features' mean and standard deviation.
     2. A stratified ``val_fraction`` of the *training* features is held out. One softmax
-       ``Dense`` layer per penalty in ``l2_values`` is trained with Adam (all at once, see
-       below) and the penalty and epoch with the best validation accuracy are kept
-       (early stopping after ``patience`` epochs without improvement; ties go to the larger
-       penalty). The test features are never used for a choice.
+       ``Dense`` layer per penalty in ``l2_values`` is trained (all at once, see below) and
+       the penalty and epoch with the best validation accuracy are kept (early stopping after
+       ``patience`` epochs without improvement; ties go to the larger penalty). The test
+       features are never used for a choice.
     3. With ``refit`` the chosen setting is trained again on all training features for the
        chosen number of epochs, so that no label is wasted (this matters at 1 % of labels).
 
     Speed. All penalties train together in one ``Dense`` layer with ``len(l2_values) *
-    num_classes`` outputs (their losses add up, so with Adam each head moves exactly as it
-    would alone). Features of a network are strongly correlated, which makes plain gradient
-    descent slow to converge on them; with ``precondition`` the kernel is written ``W = P V``
-    with ``P`` the (slightly shrunk) whitening matrix of the standardised training features
-    and Adam updates ``V``. The model and the loss are the same, only the path is shorter.
+    num_classes`` outputs (their losses add up, and the optimizers update each weight on its
+    own, so each head moves exactly as it would alone). Features of a network are strongly
+    correlated, which makes gradient descent crawl along the directions in which the loss is
+    flat. With ``precondition`` (the default) the probe is trained on whitened inputs
+    ``u = z B S`` (``B`` the eigenvectors of the training features' covariance, ``S`` one
+    over the square root of its slightly shrunk eigenvalues) with a kernel ``V``, by SGD with
+    momentum and an exact (proximal) L2 step weighted so that the penalty equals
+    ``l2 * sum(W ** 2)`` for the kernel ``W = B S V`` that acts on the standardised features
+    ``z``. The model and the loss are the same; only the path to their minimum is shorter.
+    Without it, Adam trains ``W`` directly.
 
     Args:
         train_features: ``(N, F)`` features of the labelled training images.
@@ -556,16 +590,20 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
         test_features: ``(M, F)`` features of the held-out images.
         test_labels: ``(M,)`` integer class ids.
         num_classes: number of classes; inferred as ``max(label) + 1`` when None.
-        epochs: maximum epochs. Defaults to 100.
-        batch_size: examples per Adam step. Defaults to 1024.
-        learning_rate: Adam learning rate (constant). Defaults to 1e-3.
+        epochs: maximum epochs. Defaults to 100, or more on small data, so that at least
+            ``MIN_STEPS`` (300) optimizer steps are allowed.
+        batch_size: examples per step. Defaults to 4096 with ``precondition``, else 1024.
+        learning_rate: constant learning rate. Defaults to 0.3 (SGD, momentum 0.9) with
+            ``precondition``, else 1e-3 (Adam).
         l2_values: L2 penalties to choose from; the loss is ``mean cross-entropy +
             l2 * sum(kernel ** 2)``. Defaults to ``DEFAULT_L2_VALUES``.
         val_fraction: fraction of each class held out for the choice; 0 trains one probe with
             the single value in ``l2_values`` for exactly ``epochs`` epochs. Defaults to 0.1.
-        patience: epochs without a better validation accuracy before stopping. Defaults to 10.
+        patience: epochs without a better validation accuracy before stopping. Defaults to
+            10, or more on small data, so that at least ``MIN_PATIENCE_STEPS`` (100) steps
+            are waited for.
         refit: retrain the chosen setting on all training features. Defaults to True.
-        precondition: optimise in whitened coordinates (see below). Defaults to True.
+        precondition: optimise in whitened coordinates (see above). Defaults to True.
         seed: seed of the split and the batch order. Defaults to 0.
         verbose: show progress bars. Defaults to False.
 
@@ -595,7 +633,7 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
     if val_fraction == 0 and len(l2_values) > 1:
         raise ValueError(f"With val_fraction=0 nothing can choose among l2_values={l2_values}; "
                          f"pass a single value, e.g. l2_values=(1e-4,).")
-    if epochs < 1 or batch_size < 1 or patience < 1:
+    if any(v is not None and v < 1 for v in (epochs, batch_size, patience)):
         raise ValueError(f"`epochs`, `batch_size` and `patience` must be >= 1; received "
                          f"epochs={epochs}, batch_size={batch_size}, patience={patience}.")
 
@@ -607,10 +645,21 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
         fit_idx, val_idx = _stratified_split(y_train, val_fraction, rng)
     else:
         fit_idx, val_idx = np.arange(len(y_train)), np.arange(0)
-    preconditioner = _whitening_preconditioner(z_train, seed=seed) if precondition else None
-    heads = _SoftmaxHeads(x_train.shape[1], num_classes, l2_values, int(batch_size),
-                          learning_rate, preconditioner)
-    u_train = z_train if preconditioner is None else z_train @ preconditioner   # (N, F)
+    if precondition:
+        basis, scale = _whitening_basis(z_train, seed=seed)             # (F, K), (K,)
+        u_train = z_train @ (basis * scale)                             # (N, K) whitened
+        heads = _SoftmaxHeads(len(scale), num_classes, l2_values, int(batch_size or 4096),
+                              learning_rate or 0.3, penalty_weights=scale ** 2,
+                              optimizer="sgd")
+    else:
+        u_train = z_train
+        heads = _SoftmaxHeads(x_train.shape[1], num_classes, l2_values,
+                              int(batch_size or 1024), learning_rate or 1e-3, optimizer="adam")
+    steps_per_epoch = -(-len(fit_idx) // heads.batch_size)
+    if epochs is None:
+        epochs = max(100, -(-MIN_STEPS // steps_per_epoch))
+    if patience is None:
+        patience = max(10, -(-MIN_PATIENCE_STEPS // steps_per_epoch))
     kernels, biases, best_epoch, best_acc = heads.fit(
         u_train[fit_idx], y_train[fit_idx], u_train[val_idx], y_train[val_idx], epochs=epochs,
         patience=patience, seed=int(rng.integers(2**31)), desc="probe", verbose=verbose)
@@ -627,6 +676,8 @@ def linear_probe(train_features, train_labels, test_features, test_labels,
                                           patience=patience, seed=int(rng.integers(2**31)),
                                           desc="refit", verbose=verbose)
         kernel, bias = kernels[chosen], biases[chosen]
+    if precondition:                                                    # V -> W, acts on z
+        kernel = basis @ (scale[:, None] * kernel)                      # (F, C)
 
     predictions = np.argmax(z_test @ kernel + bias, axis=1)
     train_accuracy = float(np.mean(np.argmax(z_train @ kernel + bias, axis=1) == y_train))
