@@ -675,7 +675,7 @@ def plot_confusion_matrix(confusion, class_names=None, normalize: bool = True,
 
 
 def plot_embedding_2d(points, labels, class_names=None, title: str = "2-D map of the features",
-                      ax=None, point_size: float = 6.0):
+                      ax=None, point_size: float = None):
     """A scatter plot of 2-D embeddings (t-SNE, PCA), coloured by class.
 
     Args:
@@ -684,7 +684,7 @@ def plot_embedding_2d(points, labels, class_names=None, title: str = "2-D map of
         class_names: one name per class. Defaults to the class ids.
         title: axes title. Defaults to "2-D map of the features".
         ax: axes to draw on. Defaults to a new figure.
-        point_size: marker area. Defaults to 6.
+        point_size: marker area. Defaults to larger markers for fewer points (6 at 2,000).
 
     Returns:
         The matplotlib ``Figure``.
@@ -696,6 +696,8 @@ def plot_embedding_2d(points, labels, class_names=None, title: str = "2-D map of
     num_classes = int(labels.max()) + 1 if len(labels) else 0
     names = _class_name_list(class_names, num_classes)
     cmap = plt.get_cmap("tab10" if num_classes <= 10 else "tab20")
+    if point_size is None:
+        point_size = float(np.clip(12_000 / max(len(points), 1), 3, 30))
     if ax is None:
         fig, ax = plt.subplots(figsize=(6.5, 5.5))
     else:
@@ -780,7 +782,7 @@ def plot_retrieval_grid(query_images, neighbour_images, query_labels=None,
 
 def plot_label_efficiency(curves: dict, chance: float = None,
                           title: str = "Accuracy with fewer labels"):
-    """Test accuracy against the fraction of training labels, one line per feature set.
+    """Held-out accuracy against the fraction of training labels, one line per feature set.
 
     Args:
         curves: ``{name: {fraction: accuracy}}``, fractions in (0, 1], accuracies in [0, 1]
@@ -789,7 +791,8 @@ def plot_label_efficiency(curves: dict, chance: float = None,
         title: axes title.
 
     Returns:
-        The matplotlib ``Figure`` (logarithmic fraction axis, values printed at each point).
+        The matplotlib ``Figure`` (logarithmic fraction axis; each curve's values, in
+        percent, are listed in the legend).
     """
     if not curves:
         raise ValueError("`curves` is empty; pass {name: {fraction: accuracy}}.")
@@ -798,17 +801,15 @@ def plot_label_efficiency(curves: dict, chance: float = None,
     for name, curve in curves.items():
         fractions = sorted(curve)
         accuracy = [100 * curve[f] for f in fractions]
-        ax.plot(fractions, accuracy, marker="o", label=name)
-        for f, a in zip(fractions, accuracy):
-            ax.annotate(f"{a:.1f}", (f, a), textcoords="offset points", xytext=(0, 6),
-                        ha="center", fontsize=8)
+        ax.plot(fractions, accuracy, marker="o",
+                label=f"{name}: " + " / ".join(f"{a:.1f}" for a in accuracy))
     if chance is not None:
         ax.axhline(100 * chance, color="0.5", linestyle="--", linewidth=1, label="chance")
     ax.set_xscale("log")
     ax.set_xticks(all_fractions, [f"{100 * f:g}%" for f in all_fractions])
     ax.minorticks_off()
     ax.set_xlabel("labelled training images used by the linear probe")
-    ax.set_ylabel("test accuracy (%)")
+    ax.set_ylabel("held-out accuracy (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -844,7 +845,7 @@ def plot_probe_comparison(accuracies: dict, chance: float = None,
     ax.set_yticks(y, names)
     ax.invert_yaxis()
     ax.set_xlim(0, 100)
-    ax.set_xlabel("test accuracy (%)")
+    ax.set_xlabel("held-out accuracy (%)")
     ax.grid(axis="x", alpha=0.3)
     ax.set_title(title, fontsize=10)
     fig.tight_layout()
