@@ -293,6 +293,31 @@ def test_recipes_are_one_table_with_the_documented_asymmetry():
         augment.TwoViews("imagenet")
 
 
+@pytest.mark.parametrize("recipe", ["official", "cifar"])
+def test_recipe_draws_match_the_table_per_image(recipe):
+    layer = augment.TwoViews(recipe, seed=0)
+    draws = layer.get_random_transformation(np.zeros((N_IMAGES, 8, 8, 3), np.uint8))
+    for view in (0, 1):
+        for step, params in augment.recipe_steps(recipe, view).items():
+            if step == "crop":
+                continue
+            apply = np.asarray(draws[view][step]["apply"])
+            assert abs(apply.mean() - params["p"]) <= 0.03, (recipe, view, step, apply.mean())
+            if params["p"] < 1:
+                assert all(0 < chunk.mean() < 1 for chunk in batches(apply))
+
+
+def test_original_2021_draws_are_one_decision_per_batch():
+    layer = augment.TwoViews("original_2021", seed=0)
+    for call in range(5):
+        draws = layer.get_random_transformation(np.zeros((64, 8, 8, 3), np.uint8), seed=call)
+        for step in ("jitter", "grayscale", "blur", "solarize"):
+            apply = np.asarray(draws[0][step]["apply"])
+            assert apply.all() or not apply.any()
+        boxes = np.asarray(draws[0]["crop"]["boxes"])
+        np.testing.assert_array_equal(boxes, np.broadcast_to(boxes[:1], boxes.shape))
+
+
 @pytest.mark.parametrize("recipe", sorted(augment.RECIPES))
 def test_two_views_from_uint8_and_float_are_float32_in_unit_range(recipe):
     rng = np.random.default_rng(0)
