@@ -95,11 +95,15 @@ else:
           f"as notebook 05 does ({preset.epochs} epochs).")
     train.train(preset, images, out_dir=RUN_DIR, seed=0)
 model, meta = train.load_run(RUN_DIR)
-encoder, projector = model.encoder, model.projector
 trained_with = train.preset_from_dict(meta["preset"])
 print(f"checkpoint: epoch {meta['epoch']} of {trained_with.epochs}; {trained_with.describe()}")
 if trained_with.replace(epochs=preset.epochs) != preset.replace(epochs=preset.epochs):
     print(f"NOTE: this run was trained with preset '{trained_with.name}', not '{preset.name}'.")
+# The encoder sees images at the size it was trained at (resized first if that is not 32).
+size = trained_with.image_size
+resize = None if size == images.image_shape[0] else size
+encoder = train.encoder_for_images(model.encoder, resize)
+projector = model.projector
 
 # %% [markdown]
 # ## 2. Every image counts
@@ -194,12 +198,15 @@ print(f"projector z ({z_train.shape[1]} features): {probe_z.accuracy:.1%} "
 # An accuracy alone says little: a *random* convolutional network already computes useful
 # features (edges, colours at several scales), and a linear classifier on raw pixels gets well
 # above chance on CIFAR-10. The honest comparison is the same probe on the same split with
-# (a) an encoder of the same architecture that was never trained and (b) the raw pixels.
+# (a) an encoder of the same architecture that was never trained (here: the very weights the
+# run of notebook 05 started from) and (b) the raw pixels.
 
 # %%
-random_net = models.build_from_preset(preset, seed=1)          # same architecture, untrained
-r_train = evaluate.extract_features(random_net.encoder, images.x_train)
-r_val = evaluate.extract_features(random_net.encoder, images.x_val)
+# The very weights notebook 05 started from: train.build_model uses this call and seed.
+random_net = models.build_from_preset(trained_with, seed=int(meta.get("seed", 0)))
+random_encoder = train.encoder_for_images(random_net.encoder, resize)
+r_train = evaluate.extract_features(random_encoder, images.x_train)
+r_val = evaluate.extract_features(random_encoder, images.x_val)
 probe_random = evaluate.linear_probe(r_train, images.y_train, r_val, images.y_val, seed=0)
 print(f"random-init encoder: {probe_random.describe()}")
 
