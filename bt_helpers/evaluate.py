@@ -454,25 +454,32 @@ class _SoftmaxHeads:
         spec = [tf.TensorSpec([None, k], tf.float32), tf.TensorSpec([None], tf.int32),
                 tf.TensorSpec([None], tf.int32)]
 
-        @tf.function(input_signature=spec)
+        def train_step(x, y):                                         # (B, K), (B,)
+            with tf.GradientTape() as tape:
+                logits = tf.reshape(dense(x), (-1, r, c))              # (B, R, C)
+                labels = tf.broadcast_to(y[:, None], tf.shape(logits)[:2])
+                ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)  # (B, R)
+                squares = tf.reduce_sum(tf.reshape(tf.square(dense.kernel), (k, r, c)),
+                                        axis=2)                          # (K, R)
+                penalty = tf.reduce_sum(l2 * tf.linalg.matvec(squares, weights,
+                                                              transpose_a=True))
+                loss = tf.reduce_sum(tf.reduce_mean(ce, axis=0)) + penalty
+            grads = tape.gradient(loss, dense.trainable_variables)
+            optimizer.apply_gradients(zip(grads, dense.trainable_variables))
+            if shrink is not None:
+                dense.kernel.assign(dense.kernel * shrink)             # exact L2 step
+
+        # An explicit while_loop (no AutoGraph, so no dependence on reading this source).
+        @tf.function(input_signature=spec, autograph=False)
         def run_epoch(x_all, y_all, order):
             steps = (tf.shape(order)[0] + batch_size - 1) // batch_size
-            for step in tf.range(steps):
+
+            def body(step):
                 idx = order[step * batch_size:(step + 1) * batch_size]
-                x, y = tf.gather(x_all, idx), tf.gather(y_all, idx)    # (B, K), (B,)
-                with tf.GradientTape() as tape:
-                    logits = tf.reshape(dense(x), (-1, r, c))          # (B, R, C)
-                    labels = tf.broadcast_to(y[:, None], tf.shape(logits)[:2])
-                    ce = tf.nn.sparse_softmax_cross_entropy_with_logits(labels, logits)  # (B, R)
-                    squares = tf.reduce_sum(tf.reshape(tf.square(dense.kernel), (k, r, c)),
-                                            axis=2)                      # (K, R)
-                    penalty = tf.reduce_sum(l2 * tf.linalg.matvec(squares, weights,
-                                                                  transpose_a=True))
-                    loss = tf.reduce_sum(tf.reduce_mean(ce, axis=0)) + penalty
-                grads = tape.gradient(loss, dense.trainable_variables)
-                optimizer.apply_gradients(zip(grads, dense.trainable_variables))
-                if shrink is not None:
-                    dense.kernel.assign(dense.kernel * shrink)         # exact L2 step
+                train_step(tf.gather(x_all, idx), tf.gather(y_all, idx))
+                return (step + 1,)
+
+            tf.while_loop(lambda step: step < steps, body, (tf.constant(0),))
 
         @tf.function(input_signature=spec[:1])
         def predict(x):
