@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import ipywidgets as widgets
 
-# --- augmentations (notebook 01) ---------------------------------------------------------------
 
-def _aug_show_figure(out, fig) -> None:
-    """Show ``fig`` in the ``Output`` ``out`` as a PNG, replacing what it showed."""
+def _show_figure(out, fig) -> None:
+    """Show ``fig`` in the ``Output`` ``out`` as a PNG, replacing what it showed.
+
+    Sets ``out.outputs`` directly, which a live notebook renders and a headless test can read.
+    """
     import io
 
     import matplotlib.pyplot as plt
@@ -23,6 +25,8 @@ def _aug_show_figure(out, fig) -> None:
     out.outputs = ()
     out.append_display_data(Image(data=buffer.getvalue(), format="png"))
 
+
+# --- augmentations (notebook 01) ---------------------------------------------------------------
 
 def augmentation_settings(recipe: str = "cifar") -> dict:
     """The explorer's slider values for a recipe of ``bt_helpers.augment.RECIPES``.
@@ -143,7 +147,7 @@ def augmentation_explorer(images, recipe: str = "cifar", n_images: int = 6, seed
         col_labels = None
         if labels is not None and class_names is not None:
             col_labels = [class_names[int(y)] for y in labels[start:start + len(shown)]]
-        _aug_show_figure(out, plots.plot_view_pairs(shown, views[0], views[1],
+        _show_figure(out, plots.plot_view_pairs(shown, views[0], views[1],
                                                     max_images=len(shown),
                                                     col_labels=col_labels))
 
@@ -159,23 +163,6 @@ def augmentation_explorer(images, recipe: str = "cifar", n_images: int = 6, seed
 
 
 # --- cross-correlation and loss (notebooks 02, 03) ---------------------------------------------
-
-def _cc_show_figure(out, fig) -> None:
-    """Show ``fig`` in the ``Output`` ``out`` as a PNG, replacing what it showed.
-
-    Sets ``out.outputs`` directly, which a live notebook renders and a headless test can read.
-    """
-    import io
-
-    import matplotlib.pyplot as plt
-    from IPython.display import Image
-
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=80)
-    plt.close(fig)
-    out.outputs = ()
-    out.append_display_data(Image(data=buffer.getvalue(), format="png"))
-
 
 _TOY = "toy views (sliders)"
 
@@ -263,7 +250,7 @@ def correlation_explorer(batch_size: int = 128, proj_dim: int = 32, noise: float
             f"1/sqrt(N) = {n ** -0.5:.3f}) &nbsp;|&nbsp; invariance = "
             f"{float(terms.invariance):.3f}, redundancy = {float(terms.redundancy):.3f} "
             f"(lambda = {lambda_offdiag:g})")
-        _cc_show_figure(out, plots.plot_correlation_summary(c, lambda_offdiag))
+        _show_figure(out, plots.plot_correlation_summary(c, lambda_offdiag))
 
     for control in [*controls.values(), source]:
         control.observe(update, names="value")
@@ -311,7 +298,7 @@ def lambda_explorer(c, lambda_offdiag: float = 0.0051):
             f"D = {stats['D']} &nbsp;|&nbsp; lambda * D = {lam * stats['D']:.3g} &nbsp;|&nbsp; "
             f"invariance = {stats['invariance']:.4g}, redundancy = {red:.4g} "
             f"({red / max(stats['invariance'] + red, 1e-12):.0%} of the loss)")
-        _cc_show_figure(out, plots.plot_lambda_balance(c, lam))
+        _show_figure(out, plots.plot_lambda_balance(c, lam))
 
     slider.observe(update, names="value")
     update()
