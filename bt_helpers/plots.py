@@ -614,6 +614,141 @@ def plot_model_costs(rows: list, title: str = "What each encoder costs"):
 
 # --- training (notebook 05) --------------------------------------------------------------------
 
+def _rows_to_columns(rows, keys) -> dict:
+    """``[{k: v}, ...]`` (a history or step log of ``bt_helpers.train``) -> ``{k: array}``."""
+    if isinstance(rows, dict):
+        return {k: np.asarray(rows[k], dtype=float) for k in keys if k in rows}
+    rows = list(rows)
+    return {k: np.array([np.nan if r.get(k) is None else r[k] for r in rows], dtype=float)
+            for k in keys}
+
+
+def plot_training_curves(steps, smooth: int = 1, epoch_steps: int = None,
+                         title: str = "Barlow Twins loss during training"):
+    """The loss and its two terms over optimizer steps, and the learning rate below.
+
+    Args:
+        steps: the per-step log of ``bt_helpers.train`` (``TrainResult.steps``, or rows of
+            ``steps.csv``): dicts with ``step``, ``loss``, ``invariance``, ``redundancy`` and
+            ``lr``; or a dict of arrays with those keys.
+        smooth: also draw a running mean over this many steps (1: raw values only).
+            Defaults to 1.
+        epoch_steps: steps per epoch, to mark epoch boundaries. Defaults to None.
+        title: figure title.
+
+    Returns:
+        The matplotlib ``Figure`` (two rows: loss terms, log scale; learning rate).
+    """
+    cols = _rows_to_columns(steps, ("step", "loss", "invariance", "redundancy", "lr"))
+    if "step" not in cols or len(cols["step"]) == 0:
+        raise ValueError("Expected a non-empty step log with a 'step' field (TrainResult.steps "
+                         "or the rows of steps.csv); received none.")
+    x = cols["step"]
+    fig, (ax, ax_lr) = plt.subplots(2, 1, figsize=(7.5, 5.2), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, 1]},
+                                    constrained_layout=True)
+    styles = {"loss": ("black", "loss = invariance + redundancy"),
+              "invariance": ("tab:blue", "invariance  sum (1 - c_ii)^2"),
+              "redundancy": ("tab:orange", "redundancy  lambda sum c_ij^2")}
+    window = max(1, int(smooth))
+    for key, (color, label) in styles.items():
+        if key not in cols:
+            continue
+        y = cols[key]
+        if window > 1 and len(y) >= window:
+            ax.plot(x, y, color=color, alpha=0.25, linewidth=0.8)
+            kernel = np.ones(window) / window
+            ax.plot(x[window - 1:], np.convolve(y, kernel, mode="valid"), color=color,
+                    label=f"{label} (mean of {window})")
+        else:
+            ax.plot(x, y, color=color, label=label)
+    ax.set_yscale("log")
+    ax.set_ylabel("value (log scale)")
+    ax.set_title(title)
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3, which="both")
+    if "lr" in cols and np.isfinite(cols["lr"]).any():
+        ax_lr.plot(x, cols["lr"], color="tab:green")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_xlabel("optimizer step")
+    ax_lr.grid(alpha=0.3)
+    if epoch_steps:
+        for boundary in np.arange(epoch_steps, x.max() + 1, epoch_steps):
+            for a in (ax, ax_lr):
+                a.axvline(boundary + 0.5, color="grey", linewidth=0.6, linestyle=":")
+    return fig
+
+
+def plot_knn_accuracy(history, baseline: float = None, chance: float = None,
+                      title: str = "kNN accuracy on the held-out images"):
+    """kNN accuracy of the encoder's features after each monitored epoch.
+
+    Args:
+        history: ``TrainResult.history`` (or rows of ``history.csv``): dicts with ``epoch`` and
+            ``knn_accuracy`` (``None`` for unmonitored epochs); or a dict of arrays.
+        baseline: accuracy of the same architecture at random initialisation, drawn as a
+            dashed line. Defaults to None.
+        chance: accuracy of guessing (``1 / num_classes``), a dotted line. Defaults to None.
+        title: axes title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    cols = _rows_to_columns(history, ("epoch", "knn_accuracy"))
+    keep = np.isfinite(cols.get("knn_accuracy", np.array([])))
+    if not keep.any():
+        raise ValueError("The history has no kNN accuracy: train with knn_every >= 1 "
+                         "(preset.knn_every or knn_every=...).")
+    epochs, acc = cols["epoch"][keep], cols["knn_accuracy"][keep]
+    fig, ax = plt.subplots(figsize=(6, 3.6), constrained_layout=True)
+    ax.plot(epochs, 100 * acc, marker="o", color="tab:purple", label="after pretraining epoch")
+    for e, a in zip(epochs, acc):
+        ax.annotate(f"{100 * a:.1f}", (e, 100 * a), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=8)
+    if baseline is not None:
+        ax.axhline(100 * baseline, color="grey", linestyle="--",
+                   label=f"random initialisation ({100 * baseline:.1f}%)")
+    if chance is not None:
+        ax.axhline(100 * chance, color="grey", linestyle=":", label=f"chance ({100 * chance:.0f}%)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("kNN accuracy (%)")
+    ax.set_xticks(epochs if len(epochs) <= 20 else np.linspace(epochs[0], epochs[-1], 11))
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
+def plot_lr_schedule(schedule, total_steps: int, steps_per_epoch: int = None,
+                     title: str = "Learning rate: linear warm-up, then cosine decay"):
+    """The learning rate of a schedule (e.g. ``bt_helpers.optim.WarmupCosine``) over a run.
+
+    Args:
+        schedule: a callable ``step -> learning rate``.
+        total_steps: steps to draw, >= 1.
+        steps_per_epoch: draw the x axis in epochs instead of steps. Defaults to None.
+        title: axes title.
+
+    Returns:
+        The matplotlib ``Figure``.
+    """
+    if int(total_steps) < 1:
+        raise ValueError(f"`total_steps` must be >= 1. Received: total_steps={total_steps}")
+    steps = np.arange(int(total_steps) + 1)
+    lr = np.array([float(schedule(int(s))) for s in steps])
+    x = steps / steps_per_epoch if steps_per_epoch else steps
+    fig, ax = plt.subplots(figsize=(6, 3), constrained_layout=True)
+    ax.plot(x, lr, color="tab:green")
+    peak = int(np.argmax(lr))
+    ax.annotate(f"peak {lr[peak]:.3g}", (x[peak], lr[peak]), textcoords="offset points",
+                xytext=(8, -4), fontsize=8)
+    ax.set_xlabel("epoch" if steps_per_epoch else "optimizer step")
+    ax.set_ylabel("learning rate")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    return fig
+
+
 # --- evaluation (notebook 06) ------------------------------------------------------------------
 
 def _class_name_list(class_names, num_classes: int) -> list:
@@ -770,7 +905,7 @@ def plot_retrieval_grid(query_images, neighbour_images, query_labels=None,
                     spine.set_edgecolor("tab:green" if same else "tab:red")
                     spine.set_linewidth(2.5)
             if similarities is not None:
-                ax.set_xlabel(f"{np.asarray(similarities)[i, j - 1]:.2f}", fontsize=7,
+                ax.set_xlabel(f"{np.asarray(similarities)[i, j - 1]:.3f}", fontsize=7,
                               labelpad=1)
     axes[0, 0].set_title("query", fontsize=9)
     for j in range(1, k + 1):
