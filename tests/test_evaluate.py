@@ -56,6 +56,21 @@ def test_extract_features_uses_inference_mode():
     np.testing.assert_allclose(features, np.ones((5, 3)) / np.sqrt(1 + 1e-3), atol=1e-5)
 
 
+def test_extract_features_traces_once_per_encoder_and_keeps_none_alive():
+    import gc
+    import weakref
+
+    encoder = mean_colour_encoder((4, 4, 3))
+    images = np.zeros((300, 4, 4, 3), np.uint8)
+    ev.extract_features(encoder, images, batch_size=128, verbose=False)   # 128 + 128 + 44
+    ev.extract_features(encoder, images[:10], batch_size=128, verbose=False)
+    assert ev._inference_fn(encoder).experimental_get_tracing_count() == 2   # 128 and 10 rows
+    alive = weakref.ref(encoder)
+    del encoder
+    gc.collect()
+    assert alive() is None
+
+
 @pytest.mark.parametrize("images, message", [
     (np.zeros((0, 4, 4, 3), np.uint8), "empty"),
     (np.zeros((4, 4, 3), np.uint8), "shape"),
@@ -124,19 +139,62 @@ def test_linear_probe_is_deterministic_by_seed():
                                                             c.probe.get_weights()))
 
 
-def test_linear_probe_heads_train_as_if_alone():
+@pytest.mark.parametrize("optimizer, learning_rate", [("adam", 1e-2), ("sgd", 0.1)])
+def test_linear_probe_heads_train_as_if_alone(optimizer, learning_rate):
     # Several penalties are trained at once; each head must follow its own trajectory.
     x, y = blobs(300, separation=1.5, seed=0)
     fit = dict(x_val=None, y_val=None, epochs=3, patience=1, seed=0)
-    together = ev._SoftmaxHeads(16, 4, (0.0, 0.1), 64, 1e-2)
+    heads = dict(batch_size=64, learning_rate=learning_rate, optimizer=optimizer,
+                 penalty_weights=np.linspace(0.5, 2, 16))
+    together = ev._SoftmaxHeads(16, 4, (0.0, 0.1), **heads)
     kernels, biases, _, _ = together.fit(x, y, **fit)
-    alone_kernels, alone_biases, _, _ = ev._SoftmaxHeads(16, 4, (0.1,), 64, 1e-2).fit(x, y, **fit)
+    alone_kernels, alone_biases, _, _ = ev._SoftmaxHeads(16, 4, (0.1,), **heads).fit(x, y, **fit)
     np.testing.assert_allclose(kernels[1], alone_kernels[0], rtol=1e-4, atol=1e-6)
     np.testing.assert_allclose(biases[1], alone_biases[0], rtol=1e-4, atol=1e-6)
     assert not np.allclose(kernels[0], kernels[1])
     # fit() starts again from zero: a second call gives the same weights.
     again, _, _, _ = together.fit(x, y, **fit)
     np.testing.assert_array_equal(again, kernels)
+
+
+@pytest.mark.parametrize("n", [300, 40])   # more rows than features (eigh), fewer (thin SVD)
+def test_whitening_basis_matches_its_definition(n):
+    rng = np.random.default_rng(0)
+    z = rng.normal(size=(n, 60)) @ rng.normal(size=(60, 60))           # correlated features
+    z = ((z - z.mean(axis=0)) / z.std(axis=0)).astype(np.float32)
+    eigenvalues = np.maximum(np.linalg.eigvalsh(z.T.astype(np.float64) @ z / n), 0)
+    delta = 1e-3 * eigenvalues.mean()
+    basis, scale = ev._whitening_basis(z, shrinkage=1e-3)
+    assert basis.shape == (60, min(n, 60)) and scale.shape == (min(n, 60),)
+    # The whitened coordinates are uncorrelated, with variance lambda / (lambda + delta).
+    u = z @ (basis * scale)
+    expected = eigenvalues / (eigenvalues + delta)
+    np.testing.assert_allclose(np.sort(np.linalg.eigvalsh(u.T @ u / n))[-min(n, 60):],
+                               np.sort(expected)[-min(n, 60):], atol=2e-3)
+    np.testing.assert_allclose(u.T @ u / n, np.diag(np.diag(u.T @ u / n)), atol=2e-3)
+    # Every training row is reproduced from its coordinates (no direction is lost).
+    np.testing.assert_allclose((u / scale) @ basis.T, z, atol=1e-3)
+
+
+def test_preconditioning_changes_the_path_not_the_problem():
+    # Strongly correlated features: in 15 epochs whitened Adam gets much closer to the
+    # minimum of the same penalised loss than plain Adam does.
+    rng = np.random.default_rng(0)
+    x, y = blobs(1200, num_features=8, separation=3.0, seed=0)
+    x = x @ (rng.normal(size=(8, 40)) + 3.0) + 0.3 * rng.normal(size=(1200, 40))
+    x = x.astype(np.float32)
+    l2 = 1e-3
+
+    def objective(result):   # mean cross-entropy + l2 * sum(W ** 2), on the training data
+        p = result.probe.predict(x, verbose=0)[np.arange(len(y)), y]
+        kernel = result.probe.get_layer("softmax").get_weights()[0]
+        return -np.mean(np.log(p)) + l2 * np.sum(kernel ** 2)
+
+    kwargs = dict(l2_values=(l2,), val_fraction=0)
+    best = objective(ev.linear_probe(x, y, x, y, epochs=200, **kwargs))
+    fast = objective(ev.linear_probe(x, y, x, y, epochs=15, **kwargs))
+    slow = objective(ev.linear_probe(x, y, x, y, epochs=15, precondition=False, **kwargs))
+    assert best <= fast + 1e-3 and fast - best < 0.25 * (slow - best)
 
 
 def test_linear_probe_without_validation_uses_the_given_penalty():
@@ -225,7 +283,8 @@ def _knn(*args, **kwargs):
 @pytest.mark.parametrize("evaluate", [_probe, _knn])
 def test_clear_errors(evaluate):
     x, y = blobs(40, seed=0)
-    with pytest.raises(ValueError, match=r"`train_features` has 40 rows but `train_labels` has 39"):
+    with pytest.raises(ValueError,
+                       match=r"`train_features` has 40 rows but `train_labels` has 39"):
         evaluate(x, y[:39], x, y)
     with pytest.raises(ValueError, match=r"`test_features` has 40 rows but `test_labels` has 41"):
         evaluate(x, y, x, np.append(y, 0))
@@ -302,3 +361,38 @@ def test_evaluation_figures():
     with pytest.raises(ValueError, match="square"):
         plots.plot_confusion_matrix(np.zeros((2, 3)))
     plt.close("all")
+
+
+# --- a run folder and the `eval` command -------------------------------------------------------
+
+def test_eval_command_on_a_run_folder(tmp_path, capsys, isolated_data_env):
+    import dataclasses
+    import json
+
+    from bt_helpers import cli, train
+    from bt_helpers.config import get_preset
+    from bt_helpers.data import SYNTHETIC_CLASS_NAMES
+
+    # A run folder as `train` leaves it after an epoch, without spending the epoch.
+    preset = get_preset("ci")
+    model = train.build_model(preset, seed=0)
+    optimizer = keras.optimizers.SGD()
+    optimizer.build(model.trainable_variables)
+    train.save_checkpoint(tmp_path / train.CHECKPOINT_NAME, model, optimizer,
+                          dict(preset=dataclasses.asdict(preset), seed=0, epoch=1))
+    assert cli.main(["eval", "--checkpoint", str(tmp_path), "--probe", "knn", "--k", "50"]) == 0
+    out = capsys.readouterr().out
+    assert "epoch 1 of 2 (preset 'ci')" in out and "kNN k=50" in out and "linear" not in out
+    saved = json.loads((tmp_path / ev.EVAL_JSON).read_text())
+    assert saved["eval_split"] == "test" and saved["n_eval"] == 1000 and saved["n_train"] == 512
+    assert 0 <= saved["knn"]["accuracy"] <= 1 and "linear" not in saved
+    # A second probe on the same checkpoint is merged into the same file.
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / train.CHECKPOINT_NAME),
+                     "--probe", "linear"]) == 0
+    saved = json.loads((tmp_path / ev.EVAL_JSON).read_text())
+    assert set(saved["linear"]["per_class_accuracy"]) == set(SYNTHETIC_CLASS_NAMES)
+    assert saved["knn"]["k"] == 50
+    # No checkpoint: one clear line, status 2.
+    assert cli.main(["eval", "--checkpoint", str(tmp_path / "missing")]) == 2
+    assert "No checkpoint.npz" in capsys.readouterr().err
+
