@@ -1108,7 +1108,8 @@ def format_results(results: dict) -> str:
     if "linear" in results:
         r = results["linear"]
         lines.append(f"{'linear':<16}{r['accuracy']:>10.2%}  l2={r['l2']:g}, {r['epochs']} "
-                     f"epochs (val {r['val_accuracy']:.2%}, train {r['train_accuracy']:.2%})")
+                     f"epochs (its validation carve-out {r['val_accuracy']:.2%}, train "
+                     f"{r['train_accuracy']:.2%})")
     if "knn" in results:
         r = results["knn"]
         lines.append(f"{'kNN k=' + str(r['k']):<16}{r['accuracy']:>10.2%}  cosine, "
