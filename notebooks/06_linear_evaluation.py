@@ -121,11 +121,13 @@ print(f"drop_remainder=True scores {kept:,} of {n_test:,} images; "
       f"{n_test - kept} ({n_test} mod {batch} = {n_test % batch}) are never seen.")
 
 # %% [markdown]
-# Harmless-looking, but the dropped images are not random when the data is ordered (by
-# class, as an image folder is), and a benchmark that silently changes its test set is not a
-# benchmark. `evaluate.extract_features` pads the last batch instead and returns one row per
-# image; it also scales `uint8` images by 1/255 exactly as training does and calls the encoder
-# with `training=False`, so BatchNorm uses its running statistics rather than the batch's.
+# Harmless-looking? The example shuffled the test set (a 1,000-image buffer, no seed) before
+# batching, so *which* 272 images went unscored changed from one evaluation to the next: the
+# test set itself changed. On data stored in order (an image folder is sorted by class) the
+# dropped images would all come from the last class. `evaluate.extract_features` pads the
+# last batch instead and returns one row per image; it also scales `uint8` images by 1/255
+# exactly as training does and calls the encoder with `training=False`, so BatchNorm uses its
+# running statistics rather than the batch's.
 
 # %%
 start = time.perf_counter()
@@ -239,7 +241,7 @@ fig = plots.plot_probe_comparison(comparison, chance=chance,
 # margin; the `full` preset (GPU, hundreds of epochs) is where Barlow Twins reaches the
 # accuracies of the paper's CIFAR experiments. The gap between the projector bar and the
 # backbone bar is what probing the wrong layer costs (SimCLR measured more than 10 points on
-# ImageNet); it grows as pretraining makes `z` more invariant.
+# ImageNet); expect it to grow as longer pretraining makes `z` more invariant.
 #
 # ## 6. The kNN monitor
 #
