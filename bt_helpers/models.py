@@ -39,8 +39,9 @@ from typing import NamedTuple, Optional, Sequence
 
 import keras
 
-#: Residual blocks per stage for each supported depth.
-STAGE_BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+#: Residual blocks per stage for each supported depth. ResNet-10 (one block per stage) is the
+#: teaching preset's CPU-sized encoder; 18 and 34 are the paper-style ones.
+STAGE_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 #: The supported stems (see :func:`resnet`).
 STEMS = ("cifar", "imagenet")
 #: Stride of the first block of each stage; stage ``i`` has ``width * STAGE_MULTIPLIERS[i]`` channels.
@@ -156,7 +157,7 @@ def resnet(depth: int = 18, stem: str = "cifar", width: int = 64,
            input_shape: Sequence = (32, 32, 3), name: Optional[str] = None,
            zero_init_residual: bool = True, bn_momentum: float = BN_MOMENTUM,
            seed: Optional[int] = None) -> keras.Model:
-    """A ResNet-18 or ResNet-34 encoder without classifier head.
+    """A ResNet-10, ResNet-18 or ResNet-34 encoder without classifier head.
 
     Stem, then four stages of basic residual blocks with ``width * (1, 2, 4, 8)`` channels and
     strides ``(1, 2, 2, 2)``, then global average pooling. With ``width=64`` and the
@@ -164,7 +165,7 @@ def resnet(depth: int = 18, stem: str = "cifar", width: int = 64,
     layer (11,176,512 / 21,284,672 trainable parameters).
 
     Args:
-        depth: 18 (2, 2, 2, 2 blocks) or 34 (3, 4, 6, 3 blocks). Defaults to 18.
+        depth: 10 (1, 1, 1, 1 blocks), 18 (2, 2, 2, 2) or 34 (3, 4, 6, 3). Defaults to 18.
         stem: ``"cifar"`` (3x3 stride-1 conv + BN + ReLU, no max-pool) or ``"imagenet"``
             (7x7 stride-2 conv + BN + ReLU + 3x3 stride-2 max-pool). Defaults to ``"cifar"``.
         width: channels of the first stage (64 in the paper's ResNets). Defaults to 64.

@@ -16,7 +16,7 @@ TORCHVISION_PARAMS = {18: 11_689_512 - 513_000, 34: 21_797_672 - 513_000}
 
 def resnet_params_by_formula(depth, stem, width, in_channels=3):
     """(trainable, non-trainable) parameters of a ResNet counted from its definition."""
-    blocks = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
+    blocks = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}[depth]
     k = 3 if stem == "cifar" else 7
     trainable = k * k * in_channels * width + 2 * width  # stem conv (no bias) + BN gamma, beta
     bn_channels = width
@@ -55,6 +55,16 @@ def test_resnet_parameter_counts_are_exact(depth, stem):
     assert encoder.count_params() == trainable + frozen
 
 
+@pytest.mark.parametrize("depth", [10, 18])
+def test_small_width_parameter_count_matches_formula_for_the_teaching_depths(depth):
+    encoder = models.resnet(depth, "cifar", width=24, input_shape=(None, None, 3))
+    trainable, frozen = resnet_params_by_formula(depth, "cifar", 24)
+    assert n_params(encoder.trainable_weights) == trainable
+    assert n_params(encoder.non_trainable_weights) == frozen
+    blocks = [layer.name for layer in encoder.layers if layer.name.endswith("_add")]
+    assert len(blocks) == sum(models.STAGE_BLOCKS[depth])
+
+
 def test_small_width_parameter_count_matches_formula():
     encoder = models.resnet(34, "cifar", width=8, input_shape=(32, 32, 1))
     trainable, frozen = resnet_params_by_formula(34, "cifar", 8, in_channels=1)
@@ -64,7 +74,7 @@ def test_small_width_parameter_count_matches_formula():
 
 @pytest.mark.parametrize("dims, input_dim, final_bias", [
     ((2048, 2048, 2048), 512, False),   # solo-learn's CIFAR projector on a ResNet-18
-    ((512, 512, 512), 128, False),      # the teaching preset's
+    ((512, 512, 512), 128, False),      # a narrow three-layer projector
     ((1000, 1000, 500), 256, True),     # uneven widths, with a final bias (as in 2021)
     ((64,), 16, False),                 # a single linear layer
 ])
@@ -175,7 +185,7 @@ def test_any_input_size_above_the_minimum_works():
 
 
 def test_errors_list_the_choices_and_the_minimum_size():
-    with pytest.raises(ValueError, match=r"depth=50.*18, 34"):
+    with pytest.raises(ValueError, match=r"depth=50.*10, 18, 34"):
         models.resnet(50)
     with pytest.raises(ValueError, match=r"stem='resnet'.*'cifar', 'imagenet'"):
         models.resnet(18, "resnet")
