@@ -75,7 +75,7 @@ CHECKPOINT_FORMAT = 1
 KNN_BANK_SIZE = 10_000
 
 HISTORY_FIELDS = ("epoch", "step", "loss", "invariance", "redundancy", "knn_accuracy", "lr",
-                  "seconds", "pairs_per_second", "knn_seconds")
+                  "seconds", "pairs_per_second", "knn_seconds", "trace_seconds")
 STEP_FIELDS = ("step", "epoch", "loss", "invariance", "redundancy", "lr")
 
 
@@ -303,7 +303,11 @@ def make_dataset(images, preset, seed: int = 0, initial_epoch: int = 0,
             return resize_images(x_a, size), resize_images(x_b, size)
 
         ds = ds.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE)
-    return ds.prefetch(tf.data.AUTOTUNE)
+    # One thread per op, whole batches in parallel: cheaper than splitting each small op
+    # (``python benchmarks/bench_augment.py --intra-op 0`` compares).
+    options = tf.data.Options()
+    options.threading.max_intra_op_parallelism = 1
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(options)
 
 
 def distribute_dataset(strategy, make, batch_size: int):
@@ -604,6 +608,9 @@ class RunState:
     train_end: float = 0.0
     batches_this_epoch: int = 0
     knn_seconds: Optional[float] = None
+    batch_start: float = 0.0
+    epoch: int = 0
+    first_step: Optional[tuple] = None  # (epoch, seconds) of this call's first step (tracing)
     last_checkpoint_epoch: Optional[int] = None
     epoch_start: float = 0.0
 
@@ -638,10 +645,17 @@ class StepLogger(keras.callbacks.Callback):
 
     def on_epoch_begin(self, epoch, logs=None):
         self.state.epoch_start = time.perf_counter()
+        self.state.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.state.batch_start = time.perf_counter()
 
     def on_train_batch_end(self, batch, logs=None):
         logs = logs or {}
         self.state.train_end = time.perf_counter()
+        if self.state.first_step is None:  # includes tracing the step function
+            self.state.first_step = (self.state.epoch, self.state.train_end -
+                                     self.state.batch_start)
         self.state.batches_this_epoch = batch + 1
         step = int(self.model.optimizer.iterations.numpy())  # steps done, this one included
         if step % self.every and batch + 1 != self.state.steps_per_epoch:
@@ -719,10 +733,19 @@ class ProgressBar(keras.callbacks.Callback):
 
 
 def _epoch_row(callback, epoch, logs) -> dict:
-    """The history row of an epoch; ``seconds`` is the training steps' time (no kNN)."""
+    """The history row of an epoch.
+
+    ``seconds`` is the wall time of the epoch's training steps (no kNN monitor);
+    ``pairs_per_second`` leaves out the first step of a ``train`` call, which also traces and
+    compiles the step function (``trace_seconds``).
+    """
     logs = logs or {}
     state = callback.state
     seconds = max(state.train_end - state.epoch_start, 1e-9)
+    steady_seconds, steady_batches, trace = seconds, state.batches_this_epoch, None
+    if state.first_step is not None and state.first_step[0] == epoch and steady_batches > 1:
+        trace = state.first_step[1]
+        steady_seconds, steady_batches = max(seconds - trace, 1e-9), steady_batches - 1
     step = int(callback.model.optimizer.iterations.numpy())
     knn = logs.get("knn_accuracy")
     return dict(epoch=epoch + 1, step=step, loss=float(logs.get("loss", float("nan"))),
@@ -730,8 +753,8 @@ def _epoch_row(callback, epoch, logs) -> dict:
                 redundancy=float(logs.get("redundancy", float("nan"))),
                 knn_accuracy=None if knn is None else float(knn),
                 lr=_lr_at(callback.model.optimizer, max(step - 1, 0)), seconds=seconds,
-                pairs_per_second=state.batches_this_epoch * state.batch_size / seconds,
-                knn_seconds=None if knn is None else state.knn_seconds)
+                pairs_per_second=steady_batches * state.batch_size / steady_seconds,
+                knn_seconds=None if knn is None else state.knn_seconds, trace_seconds=trace)
 
 
 class KNNMonitor(keras.callbacks.Callback):
@@ -930,6 +953,11 @@ def _check_resume(saved: dict, preset) -> None:
 def build_model(preset, seed: int = 0, strategy=None, mixed_precision: Optional[str] = None):
     """The :class:`BarlowTwinsModel` a preset describes (in ``strategy``'s scope if given).
 
+    The encoder and projector are ``bt_helpers.models.build_from_preset(preset, seed)``'s
+    (same layers, same initial weights), except that the encoder takes images of any size:
+    pretraining resizes its views to ``preset.image_size``, and evaluation
+    (:func:`encoder_for_images`) feeds it the stored images at their own resolution.
+
     Under a float16/bfloat16 policy the layers compute in low precision and keep float32
     weights; the loss is computed in float32 (``bt_helpers.loss``). With several replicas every
     BatchNorm is synchronised.
@@ -943,13 +971,18 @@ def build_model(preset, seed: int = 0, strategy=None, mixed_precision: Optional[
     try:
         with strategy.scope():
             net = models.build_from_preset(preset, seed=seed)
+            # The same encoder (same layers, same initial weights) for images of any size:
+            # pretraining feeds it image_size views, evaluation the stored images as they are.
+            encoder = models.resnet(preset.depth, preset.stem, preset.width,
+                                    input_shape=(None, None, 3), name=net.encoder.name)
+            encoder.set_weights(net.encoder.get_weights())
             augmenter = (augment.make_two_views(preset.recipe, seed=seed)
                          if preset.augment_on_device else None)
-            model = BarlowTwinsModel(net.encoder, net.projector, preset.lambda_offdiag,
+            model = BarlowTwinsModel(encoder, net.projector, preset.lambda_offdiag,
                                      augmenter=augmenter, image_size=preset.image_size,
                                      seed=seed + 1)
             if strategy.num_replicas_in_sync > 1:
-                synchronize_batch_norm(net.encoder)
+                synchronize_batch_norm(encoder)
                 synchronize_batch_norm(net.projector)
     finally:
         keras.mixed_precision.set_global_policy(previous)
@@ -964,9 +997,26 @@ def tensorboard_available() -> bool:
 
 
 def encoder_for_images(encoder, image_size: Optional[int]):
-    """``encoder``, or (when the network takes ``image_size`` pixels) a function that first
-    resizes images to ``image_size`` and then calls it (``training`` passed on)."""
-    if image_size is None:
+    """What to feed the stored images to, for evaluation (kNN monitor, linear probe).
+
+    An encoder that accepts any image size (the one :func:`build_model` makes) is returned
+    as it is: it sees the whole stored image at its own resolution even when pretraining
+    used smaller views (``preset.image_size``). Random-resized crops of a low-resolution view
+    show objects larger than a full image at that resolution would; the full image at a higher
+    resolution restores a similar apparent size (the "FixRes" effect, Touvron et al., 2019).
+    ``python benchmarks/bench_train.py teaching`` measures both for the teaching preset.
+    An encoder with a fixed input size gets a wrapper that resizes the images to
+    ``image_size`` first.
+
+    Args:
+        encoder: a Keras model, ``(batch, h, w, 3)`` float images in [0, 1] -> ``(batch, F)``.
+        image_size: the side the encoder was built for, or ``None`` (no resizing).
+
+    Returns:
+        ``encoder`` itself, or a function ``(images, training=False) -> features``.
+    """
+    flexible = hasattr(encoder, "input") and encoder.input.shape[1] is None
+    if image_size is None or flexible:
         return encoder
 
     def call(images, training=False):
@@ -1133,7 +1183,9 @@ def train(preset, images, out_dir=None, *, epochs: Optional[int] = None, seed: i
             f"{preset.warmup_epochs}).")
     if export and run_dir is not None and chief and initial_epoch < preset.epochs:
         tmp = run_dir / f".tmp-{os.getpid()}-{ENCODER_NAME}"
-        model.encoder.save(tmp)
+        with warnings.catch_warnings():  # Keras' saver calls np.array(variable): NumPy 2 warns
+            warnings.filterwarnings("ignore", "__array__ implementation", DeprecationWarning)
+            model.encoder.save(tmp)
         os.replace(tmp, run_dir / ENCODER_NAME)
     return TrainResult(model, state.history, state.steps, run_dir, initial_epoch, seconds)
 
@@ -1164,11 +1216,11 @@ def load_encoder(run_dir):
     """The trained encoder of a run folder, ready for ``bt_helpers.evaluate``.
 
     Reads the last complete checkpoint (``run_dir/checkpoint.npz``), so it works during a
-    run, after an interruption, and after the end. The encoder maps ``(batch, size, size, 3)``
-    float images in ``[0, 1]`` (``size = preset.image_size``) to ``(batch, F)`` features, in
-    inference mode with ``training=False``; pass it to ``evaluate.extract_features(encoder,
-    images)``. Images of another size must be resized to ``size`` first (see
-    :func:`encoder_for_images`).
+    run, after an interruption, and after the end. The encoder maps ``(batch, h, w, 3)`` float
+    images in ``[0, 1]`` of any size to ``(batch, F)`` features (call it with
+    ``training=False``); pass it to ``evaluate.extract_features(encoder, images)`` with the
+    stored images as they are, even when pretraining used smaller views
+    (``preset.image_size``; see :func:`encoder_for_images`).
 
     Args:
         run_dir: a folder written by :func:`train` or ``python -m bt_helpers train``.

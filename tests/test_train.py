@@ -197,6 +197,25 @@ def test_train_resumes_and_load_encoder(tmp_path):
         train.train(TINY.replace(width=8), images, run, verbose=False)
 
 
+def test_pretraining_on_small_views_evaluates_the_stored_images_at_their_size(tmp_path):
+    """image_size=16 on 32x32 images: views are resized to 16, the encoder takes any size."""
+    images = _Images(size=32)
+    net = models.build_from_preset(TINY, seed=0)
+    model = train.build_model(TINY, seed=0)
+    for built, flexible in zip(net.encoder.get_weights(), model.encoder.get_weights()):
+        np.testing.assert_array_equal(built, flexible)  # same initial weights
+    pair = next(iter(train.make_dataset(images.x_train, TINY, seed=0)))
+    assert pair[0].shape == (TINY.batch_size, 16, 16, 3)
+    result = train.train(TINY, images, tmp_path / "run", epochs=1, verbose=False)
+    row = result.history[0]
+    assert row["trace_seconds"] > 0 and row["pairs_per_second"] > 0
+    encoder, _, _ = train.load_encoder(tmp_path / "run")
+    assert train.encoder_for_images(encoder, TINY.image_size) is encoder
+    for side in (16, 32):
+        x = images.x_val[:4, :side, :side].astype(np.float32) / 255
+        assert encoder(x, training=False).shape == (4, 8 * TINY.width)
+
+
 def test_nan_loss_stops_with_the_step_and_last_good_checkpoint(tmp_path):
     class Poison(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
