@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (barlow-twins-course)
 #     language: python
@@ -34,8 +35,8 @@
 # - what `c` looks like for a randomly initialised ResNet on two augmented views of real images;
 # - how batch size, width, noise and redundancy move `c`, with an interactive explorer.
 #
-# **Runtime**: under a minute with the `teaching` preset on 2 CPU cores (a few seconds with
-# `ci`). No GPU needed.
+# **Runtime**: under half a minute with the `teaching` preset on 2 CPU cores (11 s measured;
+# a few seconds with `ci`). No GPU needed.
 #
 # **Prerequisites**: notebook 01 (the two augmented views); correlation and standard deviation;
 # a matrix product.
@@ -58,7 +59,7 @@ if "google.colab" in sys.modules:
 import numpy as np
 
 import bt_helpers
-from bt_helpers import augment, loss, models, plots, widgets
+from bt_helpers import augment, loss, models, plots, train, widgets
 
 preset, images = bt_helpers.start()
 
@@ -215,12 +216,14 @@ print("N = 64, D = 128: rank of c =", np.linalg.matrix_rank(c_wide, tol=1e-4),
 # Now the real thing: the preset's encoder and projector (`bt_helpers.models`) with random
 # weights, two augmented views of one batch of training images (`bt_helpers.augment`, the
 # preset's recipe), and `c` of the resulting embeddings. The network runs in training mode,
-# as during pretraining, so its BatchNorm layers use the batch statistics.
+# as during pretraining, so its BatchNorm layers use the batch statistics. The views are made
+# from the 32x32 images and then resized to the preset's `image_size`, as pretraining does.
 
 # %%
 net = models.build_from_preset(preset, seed=0)
 batch = images.x_train[:preset.batch_size]
-view_a, view_b = augment.two_views(batch, recipe=preset.recipe, seed=0)
+view_a, view_b = (train.resize_images(v, preset.image_size)
+                  for v in augment.two_views(batch, recipe=preset.recipe, seed=0))
 z_a, z_b = net(view_a, training=True), net(view_b, training=True)
 kind = "synthetic" if images.source == "synthetic" else "real"
 print(f"{kind} images: {batch.shape[0]} pairs -> z_a, z_b of shape {tuple(z_a.shape)}")
@@ -249,7 +252,8 @@ fig = plots.plot_correlation_summary(terms.c.numpy(), preset.lambda_offdiag,
 
 # %%
 s = plots.correlation_stats(terms.c.numpy(), preset.lambda_offdiag)
-same = loss.cross_correlation(net(batch / 255, training=True), net(batch / 255, training=True))
+plain = train.resize_images(batch / 255, preset.image_size)
+same = loss.cross_correlation(net(plain, training=True), net(plain, training=True))
 print(f"augmented views:  mean c_ii = {s['mean_diagonal']:.3f}, rms c_ij = "
       f"{s['rms_off_diagonal']:.3f} (noise floor 1/sqrt(N) = {preset.batch_size ** -0.5:.3f})")
 print(f"identical inputs: mean c_ii = {np.diag(same.numpy()).mean():.3f}")

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (barlow-twins-course)
 #     language: python
@@ -29,8 +30,8 @@
 # - what each variant costs in parameters, FLOPs and seconds on this machine;
 # - why the projector is so wide, and why evaluation throws it away and keeps the encoder.
 #
-# **Runtime**: about 2 minutes with the `teaching` preset on 2 CPU cores; well under a minute
-# with `ci`. No GPU needed.
+# **Runtime**: under half a minute with the `teaching` preset on 2 CPU cores (22 s measured);
+# well under a minute with `ci`. No GPU needed.
 #
 # **Prerequisites**: notebooks 02-03 (the loss acts on `z`); what a convolution and BatchNorm
 # compute.
@@ -57,7 +58,8 @@ import numpy as np
 import tensorflow as tf
 
 import bt_helpers
-from bt_helpers import models, plots
+from bt_helpers import models, plots, train
+from bt_helpers.config import get_preset
 
 preset, images = bt_helpers.start()
 
@@ -194,10 +196,10 @@ fig = plots.plot_feature_map_sizes(tables)
 # each stage's last block, read from the built encoders at the preset's width.
 
 # %%
+side = images.image_shape[0]  # CIFAR-10's 32x32 (the ImageNet stem needs at least 32)
 for stem in models.STEMS:
-    encoder = models.resnet(preset.depth, stem, preset.width,
-                            input_shape=(preset.image_size, preset.image_size, 3))
-    expected = models.feature_map_sizes(stem, preset.image_size, preset.width)
+    encoder = models.resnet(preset.depth, stem, preset.width, input_shape=(side, side, 3))
+    expected = models.feature_map_sizes(stem, side, preset.width)
     last = {f"stage{i}": f"stage{i}_block{n}_out"
             for i, n in enumerate(models.STAGE_BLOCKS[preset.depth], start=1)}
     layer_names = {"stem conv": "stem_conv", "stem max-pool": "stem_pool", **last}
@@ -232,18 +234,20 @@ del encoder
 # `resnet18`/`resnet34` have exactly these ImageNet-stem counts plus 513,000 for their
 # 1000-class classifier, which an encoder does not have.)
 #
-# A CPU cannot train that in a lesson, so the `teaching` preset shrinks the width: parameters
-# and FLOPs scale roughly with `width ** 2`. These are the variants at this preset's width,
-# which the rest of the notebook uses:
+# A CPU cannot train that in a lesson, so the `teaching` preset shrinks the network three ways:
+# the width (parameters and FLOPs scale roughly with `width ** 2`), the depth (ResNet-10, one
+# block per stage) and the size of the views pretraining feeds it (FLOPs scale with the number
+# of pixels). These are the variants at this preset's width on CIFAR-10's 32x32 images (the
+# `teaching` preset pretrains on 16x16 views: a quarter of these FLOPs, section 4):
 
 # %%
 variants = {}
-for depth in (18, 34):
+for depth in sorted(models.STAGE_BLOCKS):
     for stem in models.STEMS:
         variants[f"ResNet-{depth} {stem}"] = models.resnet(
-            depth, stem, preset.width, input_shape=(preset.image_size, preset.image_size, 3),
+            depth, stem, preset.width, input_shape=(side, side, 3),
             seed=0)
-print(f"width {preset.width}, {preset.image_size}x{preset.image_size} images")
+print(f"width {preset.width}, {side}x{side} images")
 for label, encoder in variants.items():
     n_params = sum(int(np.prod(w.shape)) for w in encoder.trainable_weights)
     print(f"  {label:20s} {n_params:>12,d} parameters {models.count_flops(encoder) / 1e6:10.1f} MFLOPs/image")
@@ -271,7 +275,8 @@ def projector_params(dims, input_dim):
     return sum(a * b for a, b in zip(sizes[:-1], sizes[1:])) + sum(2 * d for d in dims[:-1])
 
 for label, dims in [("paper / full preset", (8192, 8192, 8192)), ("2021 example", (5000, 5000, 5000)),
-                    ("solo-learn CIFAR", (2048, 2048, 2048)), ("teaching preset", (512, 512, 512))]:
+                    ("solo-learn CIFAR", (2048, 2048, 2048)),
+                    ("teaching preset", get_preset("teaching").proj_dims)]:
     print(f"{label:20s} {'-'.join(map(str, dims)):>15s}: {projector_params(dims, 512):>12,d} "
           "parameters on 512 features")
 
@@ -305,6 +310,7 @@ for label, part in [("encoder", net.encoder), ("projector", net.projector), ("wh
 
 # %%
 batch = images.x_train[: preset.batch_size].astype("float32") / 255.0  # (batch, 32, 32, 3)
+batch = train.resize_images(batch, preset.image_size)  # the size pretraining feeds the network
 stage_ends = ["stem_relu"] + [f"stage{i}_block{n}_out" for i, n in
                               enumerate(models.STAGE_BLOCKS[preset.depth], start=1)] + ["avg_pool"]
 probe = keras.Model(net.encoder.input, [net.encoder.get_layer(n).output for n in stage_ends])
@@ -328,7 +334,7 @@ np.testing.assert_allclose(net(batch).numpy(), z.numpy(), rtol=1e-4, atol=1e-4)
 
 # %%
 timings = []
-x_batch = tf.constant(batch)
+x_batch = tf.constant(images.x_train[: preset.batch_size].astype("float32") / 255.0)  # 32x32
 for label, encoder in variants.items():
     forward = tf.function(lambda t, m=encoder: m(t, training=False))
     forward(x_batch)  # warm-up: traces the graph
@@ -344,7 +350,7 @@ for label, encoder in variants.items():
 
 # %%
 fig = plots.plot_model_costs(timings, title=f"Encoders at width {preset.width}, batch {preset.batch_size}, "
-                                            f"{preset.image_size}x{preset.image_size} images")
+                                            f"{side}x{side} images")
 
 # %% [markdown]
 # ## Summary
@@ -359,9 +365,9 @@ fig = plots.plot_model_costs(timings, title=f"Encoders at width {preset.width}, 
 # - The projector is wide (8192 in the paper) because the loss decorrelates its `D` outputs and
 #   benefits from many of them; it is dropped after pretraining, and evaluation uses the
 #   encoder's features `h` (`network.encoder`).
-# - On a CPU the width and the stem decide whether training fits in a lesson; the timings above
-#   are why the `teaching` preset uses ResNet-18 at width 16, and the `full` preset a ResNet-34
-#   at width 64 on a GPU.
+# - On a CPU the width, the depth, the image size and the stem decide whether training fits in
+#   a lesson; the timings above are why the `teaching` preset uses a ResNet-10 at width 24 on
+#   16x16 views, and the `full` preset a ResNet-34 at width 64 on 32x32 images on a GPU.
 #
 # ## Exercises
 #

@@ -6,6 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3 (barlow-twins-course)
 #     language: python
@@ -33,7 +34,7 @@
 # - the kNN monitor, a confusion matrix, a 2-D map of the features, nearest-neighbour
 #   retrieval, and how accuracy holds up with 1 % and 10 % of the labels.
 #
-# **Runtime**: about 6 minutes with the `teaching` preset on 2 CPU cores when notebook 05's run
+# **Runtime**: about 2 minutes with the `teaching` preset on 2 CPU cores when notebook 05's run
 # is there (add the training time of notebook 05 when it is not); well under a minute with
 # `ci`. No GPU needed.
 #
@@ -63,7 +64,7 @@ import numpy as np
 import tensorflow as tf
 
 import bt_helpers
-from bt_helpers import evaluate, models, plots, train
+from bt_helpers import evaluate, plots, train
 
 preset, images = bt_helpers.start()
 
@@ -99,7 +100,8 @@ trained_with = train.preset_from_dict(meta["preset"])
 print(f"checkpoint: epoch {meta['epoch']} of {trained_with.epochs}; {trained_with.describe()}")
 if trained_with.replace(epochs=preset.epochs) != preset.replace(epochs=preset.epochs):
     print(f"NOTE: this run was trained with preset '{trained_with.name}', not '{preset.name}'.")
-# The encoder sees images at the size it was trained at (resized first if that is not 32).
+# The encoder takes the stored 32x32 images as they are, even when pretraining fed it smaller
+# views (train.encoder_for_images explains why that helps).
 size = trained_with.image_size
 resize = None if size == images.image_shape[0] else size
 encoder = train.encoder_for_images(model.encoder, resize)
@@ -204,9 +206,10 @@ print(f"projector z ({z_train.shape[1]} features): {probe_z.accuracy:.1%} "
 # run of notebook 05 started from) and (b) the raw pixels.
 
 # %%
-# The very weights notebook 05 started from: train.build_model uses this call and seed.
-random_net = models.build_from_preset(trained_with, seed=int(meta.get("seed", 0)))
-random_encoder = train.encoder_for_images(random_net.encoder, resize)
+# The very weights notebook 05 started from (train.build_model with the run's seed), fed the
+# images exactly as the trained encoder is.
+random_encoder = train.encoder_for_images(
+    train.build_model(trained_with, seed=int(meta.get("seed", 0))).encoder, resize)
 r_train = evaluate.extract_features(random_encoder, images.x_train)
 r_val = evaluate.extract_features(random_encoder, images.x_val)
 probe_random = evaluate.linear_probe(r_train, images.y_train, r_val, images.y_val, seed=0)
@@ -237,9 +240,9 @@ fig = plots.plot_probe_comparison(comparison, chance=chance,
 # %% [markdown]
 # Read the bars from the bottom up. Raw pixels and the random-init encoder are what you get
 # for free; the trained backbone has to beat both by a clear margin for pretraining to have
-# been worth it. The few epochs a laptop can afford in the `teaching` preset produce a small
-# margin; the `full` preset (GPU, hundreds of epochs) is where Barlow Twins reaches the
-# accuracies of the paper's CIFAR experiments. The gap between the projector bar and the
+# been worth it. The six epochs of the `teaching` preset (a few minutes on a laptop) already
+# put the backbone well clear of both; the `full` preset (GPU, hundreds of epochs) is where
+# Barlow Twins reaches the accuracies of the paper's CIFAR experiments. The gap between the projector bar and the
 # backbone bar is what probing the wrong layer costs (SimCLR measured more than 10 points on
 # ImageNet); expect it to grow as longer pretraining makes `z` more invariant.
 #
