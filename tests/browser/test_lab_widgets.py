@@ -49,6 +49,21 @@ RUN_STATE = """(() => {
   }
   return state;
 })()"""
+# The outputs of the cell that shows an explorer: their types and the text shown in their place.
+EXPLORER_OUTPUTS = """(() => {
+  const notebook = window.jupyterapp.shell.currentWidget.content;
+  const found = [];
+  notebook.widgets.forEach((cell) => {
+    if (cell.model.type !== "code" || !cell.model.sharedModel.source.includes("_explorer(")) return;
+    const outputs = [];
+    for (let j = 0; j < cell.model.outputs.length; j++) {
+      const output = cell.model.outputs.get(j).toJSON();
+      outputs.push(output.output_type + ": " + Object.keys(output.data || {}).join(","));
+    }
+    found.push({outputs, shown: cell.node.querySelector(".jp-OutputArea")?.innerText?.slice(0, 500)});
+  });
+  return JSON.stringify(found);
+})()"""
 # (notebook, CSS class of the explorer widget)
 EXPLORERS = [
     ("01_augmentations", "bt-augmentation-explorer"),
@@ -143,13 +158,20 @@ def test_explorer_slider_changes_the_image(lab_url, browser, notebook, css_class
     out.mkdir(exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:
-        page.goto(f"{lab_url}/lab/tree/{notebook}.ipynb?token={TOKEN}")
+        # A workspace of its own, reset: only this notebook open (restoring the previous
+        # test's notebook next to it left this one's widgets unrendered, as plain text).
+        page.goto(f"{lab_url}/lab/workspaces/{notebook}/tree/{notebook}.ipynb"
+                  f"?reset&token={TOKEN}")
         page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
         page.wait_for_function("window.jupyterapp && window.jupyterapp.commands", timeout=60_000)
         page.wait_for_function(KERNEL_IDLE, timeout=120_000)
         _run_all(page, notebook)
         explorer = page.locator(f".{css_class}").first
-        explorer.wait_for(state="attached", timeout=60_000)
+        try:
+            explorer.wait_for(state="attached", timeout=60_000)
+        except Exception:
+            pytest.fail(f"{notebook}: no .{css_class} element after every cell ran; outputs of "
+                        f"the explorer cell: {page.evaluate(EXPLORER_OUTPUTS)}")
         explorer.scroll_into_view_if_needed()
         page.wait_for_function(
             f"document.querySelector('.{css_class} img') !== null", timeout=120_000)
@@ -171,4 +193,5 @@ def test_explorer_slider_changes_the_image(lab_url, browser, notebook, css_class
         page.screenshot(path=str(out / f"browser-{notebook}-failed.png"), full_page=True)
         raise
     finally:
+        page.evaluate("() => window.jupyterapp?.shell.currentWidget?.sessionContext?.shutdown()")
         page.close()
