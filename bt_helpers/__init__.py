@@ -6,7 +6,7 @@ One concept per module, each taught by a notebook:
 * ``data``     -- CIFAR-10 (Keras cache, image folder or tarball) and a synthetic dataset;
 * ``augment``  -- per-image augmentation layers and the two-view recipes (notebook 01);
 * ``loss``     -- cross-correlation matrix and the Barlow Twins loss (notebooks 02, 03);
-* ``models``   -- ResNet-18/34 encoders and the projector (notebook 04);
+* ``models``   -- ResNet-10/18/34 encoders and the projector (notebook 04);
 * ``optim``    -- LARS and the warm-up + cosine schedule (notebook 05);
 * ``train``    -- the Barlow Twins model, callbacks and resumable training (notebook 05);
 * ``evaluate`` -- feature extraction, linear probe and kNN (notebook 06);

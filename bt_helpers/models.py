@@ -1,11 +1,11 @@
-"""ResNet-18/34 encoders, the projector and the Barlow Twins network (taught in notebook 04).
+"""ResNet-10/18/34 encoders, the projector and the Barlow Twins network (taught in notebook 04).
 
 The encoder turns an image into a feature vector ``h`` of size ``8 * width``; the projector turns
 ``h`` into the embedding ``z`` of size ``proj_dim`` on which the Barlow Twins loss is computed.
 After pretraining the projector is thrown away and evaluation (linear probe, kNN) uses the
 encoder alone, which is why :func:`barlow_twins_network` keeps the two pieces apart.
 
-* :func:`resnet` -- a ResNet-18 or ResNet-34 with basic residual blocks, as a functional Keras
+* :func:`resnet` -- a ResNet-10, -18 or -34 with basic residual blocks, as a functional Keras
   model with readable layer names (``stem_conv``, ``stage2_block1_conv1``, ...), ending in global
   average pooling (no classifier head). Two stems:
 
