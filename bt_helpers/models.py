@@ -303,7 +303,8 @@ class BarlowTwinsNetwork:
 
 
 def barlow_twins_network(encoder: keras.Model, projector: keras.Model,
-                         name: str = "barlow_twins") -> BarlowTwinsNetwork:
+                         name: str = "barlow_twins",
+                         input_shape: Optional[Sequence] = None) -> BarlowTwinsNetwork:
     """Compose an encoder and a projector, keeping both reachable.
 
     Args:
@@ -311,6 +312,8 @@ def barlow_twins_network(encoder: keras.Model, projector: keras.Model,
             e.g. from :func:`resnet`.
         projector: a model taking ``(batch, feature_dim)``, e.g. from :func:`projector`.
         name: name of the composed model. Defaults to ``"barlow_twins"``.
+        input_shape: ``(height, width, channels)`` of the composed model's images; ``None``
+            takes the encoder's. Defaults to None.
 
     Returns:
         A :class:`BarlowTwinsNetwork`; its three models share their weights.
@@ -329,28 +332,35 @@ def barlow_twins_network(encoder: keras.Model, projector: keras.Model,
             raise ValueError(f"The projector takes {expected} features but the encoder gives "
                              f"{out_shape[-1]}. Build the projector with "
                              f"input_dim={out_shape[-1]}.")
-    images = keras.Input(shape=tuple(encoder.input.shape[1:]), name="images")
+    shape = tuple(encoder.input.shape[1:]) if input_shape is None else tuple(input_shape)
+    images = keras.Input(shape=shape, name="images")
     z = projector(encoder(images))
     return BarlowTwinsNetwork(encoder, projector, keras.Model(images, z, name=name))
 
 
-def build_from_preset(preset, seed: Optional[int] = None) -> BarlowTwinsNetwork:
+def build_from_preset(preset, seed: Optional[int] = None,
+                      any_size: bool = False) -> BarlowTwinsNetwork:
     """The encoder and projector a preset describes, composed.
 
     Args:
         preset: a :class:`bt_helpers.config.Preset` (uses ``depth``, ``stem``, ``width``,
             ``image_size`` and ``proj_dims``).
         seed: seed of the kernel initializers (``None``: random). Defaults to None.
+        any_size: build the encoder for images of any size (``.model`` still takes
+            ``image_size``): pretraining feeds it ``image_size`` views, evaluation the stored
+            images as they are (``bt_helpers.train.build_model``). Its weights are those of
+            the fixed-size encoder with the same seed. :func:`count_flops` needs a fixed size:
+            count ``.model``. Defaults to False.
 
     Returns:
         A :class:`BarlowTwinsNetwork` for ``(batch, image_size, image_size, 3)`` images.
     """
     size = preset.image_size
-    encoder = resnet(preset.depth, preset.stem, preset.width, input_shape=(size, size, 3),
-                     seed=seed)
+    encoder = resnet(preset.depth, preset.stem, preset.width,
+                     input_shape=(None, None, 3) if any_size else (size, size, 3), seed=seed)
     head = projector(preset.proj_dims, input_dim=8 * preset.width,
                      seed=None if seed is None else seed + 100_000)
-    return barlow_twins_network(encoder, head)
+    return barlow_twins_network(encoder, head, input_shape=(size, size, 3))
 
 
 class FeatureMap(NamedTuple):

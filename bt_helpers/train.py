@@ -953,10 +953,10 @@ def _check_resume(saved: dict, preset) -> None:
 def build_model(preset, seed: int = 0, strategy=None, mixed_precision: Optional[str] = None):
     """The :class:`BarlowTwinsModel` a preset describes (in ``strategy``'s scope if given).
 
-    The encoder and projector are ``bt_helpers.models.build_from_preset(preset, seed)``'s
-    (same layers, same initial weights), except that the encoder takes images of any size:
-    pretraining resizes its views to ``preset.image_size``, and evaluation
-    (:func:`encoder_for_images`) feeds it the stored images at their own resolution.
+    The encoder and projector are ``bt_helpers.models.build_from_preset(preset, seed,
+    any_size=True)``'s: the same initial weights as without ``any_size``, and an encoder that
+    takes images of any size: pretraining resizes its views to ``preset.image_size``, and
+    evaluation (:func:`encoder_for_images`) feeds it the stored images at their own resolution.
 
     Under a float16/bfloat16 policy the layers compute in low precision and keep float32
     weights; the loss is computed in float32 (``bt_helpers.loss``). With several replicas every
@@ -970,19 +970,14 @@ def build_model(preset, seed: int = 0, strategy=None, mixed_precision: Optional[
         keras.mixed_precision.set_global_policy(f"mixed_{mixed_precision}")
     try:
         with strategy.scope():
-            net = models.build_from_preset(preset, seed=seed)
-            # The same encoder (same layers, same initial weights) for images of any size:
-            # pretraining feeds it image_size views, evaluation the stored images as they are.
-            encoder = models.resnet(preset.depth, preset.stem, preset.width,
-                                    input_shape=(None, None, 3), name=net.encoder.name)
-            encoder.set_weights(net.encoder.get_weights())
+            net = models.build_from_preset(preset, seed=seed, any_size=True)
             augmenter = (augment.make_two_views(preset.recipe, seed=seed)
                          if preset.augment_on_device else None)
-            model = BarlowTwinsModel(encoder, net.projector, preset.lambda_offdiag,
+            model = BarlowTwinsModel(net.encoder, net.projector, preset.lambda_offdiag,
                                      augmenter=augmenter, image_size=preset.image_size,
                                      seed=seed + 1)
             if strategy.num_replicas_in_sync > 1:
-                synchronize_batch_norm(encoder)
+                synchronize_batch_norm(net.encoder)
                 synchronize_batch_norm(net.projector)
     finally:
         keras.mixed_precision.set_global_policy(previous)
