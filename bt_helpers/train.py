@@ -1072,6 +1072,7 @@ def train(preset, images, out_dir=None, *, epochs: Optional[int] = None, seed: i
     steps = steps_per_epoch(len(x_train), preset.batch_size)
     run_dir = None if out_dir is None else Path(out_dir)
     meta, initial_epoch = None, 0
+    run_meta = dict(preset=_preset_dict(preset), seed=int(seed), steps_per_epoch=steps)
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         for stale in run_dir.glob(".*.tmp-*"):  # left by a killed writer; never read
@@ -1085,16 +1086,12 @@ def train(preset, images, out_dir=None, *, epochs: Optional[int] = None, seed: i
                 print(f"Note: the run was started for {meta['preset']['epochs']} epochs and "
                       f"continues for {preset.epochs}; the learning-rate schedule is "
                       "stretched to the new length from here on.", flush=True)
-        run_meta = dict(preset=_preset_dict(preset), seed=int(seed),
-                        data=getattr(images, "origin", None) or "arrays",
-                        steps_per_epoch=steps)
+        run_meta["data"] = getattr(images, "origin", None) or "arrays"
         if chief and meta is None:
             atomic_write_bytes(run_dir / RUN_CONFIG_NAME, json.dumps(dict(
                 run_meta, created=datetime.datetime.now().astimezone().isoformat(
                     timespec="seconds"), tensorflow=tf.__version__, keras=keras.__version__),
                 indent=2).encode("utf-8"))
-    else:
-        run_meta = dict(preset=_preset_dict(preset), seed=int(seed), steps_per_epoch=steps)
 
     if tensorboard and not tensorboard_available():
         if verbose and run_dir is not None:
