@@ -309,8 +309,8 @@ for label, part in [("encoder", net.encoder), ("projector", net.projector), ("wh
 # We build a model with one output per stage to read the intermediate shapes.
 
 # %%
-batch = images.x_train[: preset.batch_size].astype("float32") / 255.0  # (batch, 32, 32, 3)
-batch = train.resize_images(batch, preset.image_size)  # the size pretraining feeds the network
+stored = images.x_train[: preset.batch_size].astype("float32") / 255.0  # (batch, 32, 32, 3)
+batch = train.resize_images(stored, preset.image_size)  # the size pretraining feeds the network
 stage_ends = ["stem_relu"] + [f"stage{i}_block{n}_out" for i, n in
                               enumerate(models.STAGE_BLOCKS[preset.depth], start=1)] + ["avg_pool"]
 probe = keras.Model(net.encoder.input, [net.encoder.get_layer(n).output for n in stage_ends])
@@ -334,7 +334,7 @@ np.testing.assert_allclose(net(batch).numpy(), z.numpy(), rtol=1e-4, atol=1e-4)
 
 # %%
 timings = []
-x_batch = tf.constant(images.x_train[: preset.batch_size].astype("float32") / 255.0)  # 32x32
+x_batch = tf.constant(stored)  # the 32x32 images of section 5
 for label, encoder in variants.items():
     forward = tf.function(lambda t, m=encoder: m(t, training=False))
     forward(x_batch)  # warm-up: traces the graph
