@@ -1047,10 +1047,8 @@ def evaluate_run(run_dir, probe: str = "all", images=None, data_dir=None,
     else:
         raise ValueError("The data has neither a test split nor a validation split to score "
                          "on; load it with n_val > 0.")
-    size = images.image_shape[0]
-    encoder = train_lib.encoder_for_images(model.encoder,
-                                           None if size == preset.image_size
-                                           else preset.image_size)
+    # load_run's encoder takes the stored images at their own size (train.encoder_for_images).
+    encoder = model.encoder
     f_train = extract_features(encoder, images.x_train, batch_size, verbose)
     f_eval = extract_features(encoder, x_eval, batch_size, verbose)
     if features == "projector":

@@ -102,9 +102,7 @@ if trained_with.replace(epochs=preset.epochs) != preset.replace(epochs=preset.ep
     print(f"NOTE: this run was trained with preset '{trained_with.name}', not '{preset.name}'.")
 # The encoder takes the stored 32x32 images as they are, even when pretraining fed it smaller
 # views (train.encoder_for_images explains why that helps).
-size = trained_with.image_size
-resize = None if size == images.image_shape[0] else size
-encoder = train.encoder_for_images(model.encoder, resize)
+encoder = model.encoder
 projector = model.projector
 
 # %% [markdown]
@@ -208,8 +206,7 @@ print(f"projector z ({z_train.shape[1]} features): {probe_z.accuracy:.1%} "
 # %%
 # The very weights notebook 05 started from (train.build_model with the run's seed), fed the
 # images exactly as the trained encoder is.
-random_encoder = train.encoder_for_images(
-    train.build_model(trained_with, seed=int(meta.get("seed", 0))).encoder, resize)
+random_encoder = train.build_model(trained_with, seed=int(meta.get("seed", 0))).encoder
 r_train = evaluate.extract_features(random_encoder, images.x_train)
 r_val = evaluate.extract_features(random_encoder, images.x_val)
 probe_random = evaluate.linear_probe(r_train, images.y_train, r_val, images.y_val, seed=0)
