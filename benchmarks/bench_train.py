@@ -36,6 +36,7 @@ bfloat16 peak). Skipped without a GPU.
 
     python benchmarks/bench_train.py pipeline [--batch 512] [--steps 3] [--float32]
     python benchmarks/bench_train.py teaching --data-dir /path/to/cifar10.tar.gz [--minutes 10]
+        [--epochs N] [--seed S] [--overrides JSON]
     python benchmarks/bench_train.py gpu [--epochs 3]
 """
 
@@ -319,14 +320,16 @@ def bench_teaching(args) -> dict:
         raise SystemExit("CIFAR-10 not found: pass --data-dir (or BT_DATA_DIR), or "
                          "--allow-synthetic for a dry run.")
     results = {"command": "teaching", "preset": preset.describe(), "data": images.describe(),
-               "budget_s": 60 * args.minutes, "machine": machine(), "overrides": overrides}
+               "budget_s": 60 * args.minutes, "machine": machine(), "overrides": overrides,
+               "seed": args.seed}
     steps = train.steps_per_epoch(len(images.x_train), preset.batch_size)
 
     if args.epochs:  # fixed length; the hard stop still ends the run at the budget
         epochs = args.epochs
     else:  # throughput from a short warm-up run (not counted) sizes the schedule to the budget
         warm = train.train(preset.replace(epochs=1, warmup_epochs=0), images, None,
-                           knn_every=0, verbose=False, time_budget_s=args.warmup_s, export=False)
+                           seed=args.seed, knn_every=0, verbose=False,
+                           time_budget_s=args.warmup_s, export=False)
         pairs_per_s = warm.history[-1]["pairs_per_second"]  # steady state, tracing left out
         trace_s = warm.history[-1]["trace_seconds"] or 0.0
         # 10% margin: a long run's rate differs from the warm-up's by up to about 10% either
@@ -340,7 +343,8 @@ def bench_teaching(args) -> dict:
     results.update(epochs=epochs, warmup_epochs=warmup_epochs)
 
     start = time.perf_counter()
-    result = train.train(run_preset, images, args.out, knn_every=0, verbose=args.verbose,
+    result = train.train(run_preset, images, args.out, seed=args.seed, knn_every=0,
+                         verbose=args.verbose,
                          time_budget_s=60 * args.minutes, resume=False, export=False)
     wall = time.perf_counter() - start
     trained_steps = int(result.model.optimizer.iterations.numpy())
@@ -371,7 +375,7 @@ def bench_teaching(args) -> dict:
                 "feature_dim": int(f_train.shape[1])}
 
     results["trained"] = probe(result.model.encoder)
-    random_model = train.build_model(run_preset, seed=0)  # the run's own initial weights
+    random_model = train.build_model(run_preset, seed=args.seed)  # the run's initial weights
     results["random_init"] = probe(random_model.encoder)
     if preset.image_size != images.x_train.shape[1]:  # the same, fed views-sized images
         results["trained_at_view_size"] = probe(result.model.encoder, preset.image_size)
@@ -438,6 +442,9 @@ def main(argv=None) -> int:
                         "from a timed warm-up); the budget still stops the run")
     t.add_argument("--warmup-s", type=float, default=45.0,
                    help="seconds of the (uncounted) throughput warm-up")
+    t.add_argument("--seed", type=int, default=0,
+                   help="seed of the weights, views and batch order (the held-out split is "
+                        "fixed); several seeds measure the run-to-run spread")
     t.add_argument("--out", default=None, help="run folder (default: in memory)")
     t.add_argument("--overrides", default=None,
                    help='JSON preset overrides, e.g. \'{"width": 32}\' (what was tried)')
