@@ -20,6 +20,12 @@ For each: ``augment_ms`` (one batch of views from the ``tf.data`` pipeline alone
 ``forward_ms`` (both views through the network and the loss), ``backward_ms`` (the full
 compiled step on ready views minus the forward pass: gradients and the optimizer update),
 and ``pairs_per_s`` of ``Model.fit`` running its pipeline (median over the timed steps).
+Against the arithmetic: ``flops_per_pair`` (two views, forward + backward = 3x the forward
+FLOPs of ``models.count_flops``, and the loss's D x D product), ``matmul_peak_gflops`` (a
+2048^3 matrix product in float32 and in bfloat16: about the best this machine's
+convolutions and dense layers can do), each variant's ``achieved_gflops`` and
+``fraction_of_matmul_peak``, and ``pairs_per_s_at_float32_matmul_peak``: the rate no
+float32 implementation of this network passes here.
 
 ``teaching`` -- pretrain the ``teaching`` preset on 45,000 CIFAR-10 images for ``--minutes``
 (10) of wall time, then the linear probe (``bt_helpers.evaluate.linear_probe``) on the frozen
@@ -228,6 +234,22 @@ def _fit_pairs_per_s(model, dataset, steps, batch_size):
     return batch_size / seconds, [round(t, 2) for t in timer.times]
 
 
+def matmul_peak_gflops(dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an ``n x n x n`` matrix product in ``dtype``: about the best this machine's
+    convolutions and dense layers can do (best of ``repeats``, after one warm-up)."""
+    a = tf.random.stateless_normal((n, n), seed=(0, 1), dtype=tf.float32)
+    b = tf.random.stateless_normal((n, n), seed=(0, 2), dtype=tf.float32)
+    a, b = tf.cast(a, dtype), tf.cast(b, dtype)
+    product = tf.function(lambda x, y: tf.reduce_sum(tf.cast(tf.matmul(x, y), tf.float32)))
+    product(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        float(product(a, b))
+        best = min(best, time.perf_counter() - start)
+    return 2 * n ** 3 / best / 1e9
+
+
 def bench_pipeline(args) -> dict:
     import bench_augment  # the 2021 augmentation, transcribed by the augmentation benchmark
     from bt_helpers import augment, config
@@ -239,6 +261,18 @@ def bench_pipeline(args) -> dict:
     fixed_b = tf.constant(rng.random((batch, 32, 32, 3), dtype=np.float32))
     results = {"command": "pipeline", "batch_size": batch, "timed_steps": args.steps,
                "machine": machine()}
+    # The arithmetic of one image pair: two views, forward + backward (3x the forward) through
+    # encoder and projector, and the loss's D x D product (N D^2 multiply-adds per view pair
+    # and batch, forward; twice that backward).
+    units = 5000
+    forward = models.count_flops(resnet34_2021()) + models.count_flops(projector_2021(units=units))
+    flops_per_pair = 2 * 3 * forward + 3 * 2 * units ** 2
+    peaks = {"float32": matmul_peak_gflops(tf.float32),
+             "bfloat16": matmul_peak_gflops(tf.bfloat16)}
+    results.update(flops_per_pair=flops_per_pair,
+                   matmul_peak_gflops={k: round(v, 1) for k, v in peaks.items()},
+                   pairs_per_s_at_float32_matmul_peak=round(
+                       peaks["float32"] * 1e9 / flops_per_pair, 1))
 
     # (1) the 2021 example
     keras.utils.set_random_seed(0)
@@ -295,6 +329,10 @@ def bench_pipeline(args) -> dict:
             row["dominant"] = max(parts, key=parts.get).removesuffix("_ms")
             for k in ("augment_ms", "forward_ms", "backward_ms", "step_ms"):
                 row[k] = round(row[k], 1)
+            achieved = flops_per_pair * row["pairs_per_s"] / 1e9
+            row["achieved_gflops"] = round(achieved, 1)
+            row["fraction_of_matmul_peak"] = round(
+                achieved / peaks[row.get("precision", "float32")], 2)
             row["pairs_per_s"] = round(row["pairs_per_s"], 2)
     results["machine_after"] = {"load_average": [round(v, 2) for v in os.getloadavg()]}
     return results
