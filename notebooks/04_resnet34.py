@@ -366,7 +366,7 @@ fig = plots.plot_model_costs(timings, title=f"Encoders at width {preset.width}, 
 #   benefits from many of them; it is dropped after pretraining, and evaluation uses the
 #   encoder's features `h` (`network.encoder`).
 # - On a CPU the width, the depth, the image size and the stem decide whether training fits in
-#   a lesson; the timings above are why the `teaching` preset uses a ResNet-10 at width 24 on
+#   a lesson; the timings above are why the `teaching` preset uses a ResNet-10 at width 32 on
 #   16x16 views, and the `full` preset a ResNet-34 at width 64 on 32x32 images on a GPU.
 #
 # ## Exercises

@@ -33,8 +33,8 @@
 # - what training does to `c`, before against after;
 # - how the same code scales to a GPU, to several GPUs and to several machines.
 #
-# **Runtime**: about 8 minutes with the `teaching` preset on 2 CPU cores (7.5 measured, of which
-# the 6-epoch training run took 5.7); under a minute with the `ci` preset. With a GPU the `full` preset's run is
+# **Runtime**: about 8 minutes with the `teaching` preset on 2 CPU cores (8.3 measured, of which
+# the 6-epoch training run took 6.4); under a minute with the `ci` preset. With a GPU the `full` preset's run is
 # described, not run (section 7).
 #
 # **Prerequisites**: notebooks 01-04.
@@ -173,6 +173,11 @@ fig = plots.plot_lr_schedule(schedule, schedule.total_steps, steps_per_epoch=ste
 # Before training, the same kNN accuracy of the *untrained* encoder gives the baseline to beat:
 # a random convolutional network already computes features a nearest-neighbour vote can use.
 #
+# It computes in bfloat16 where the hardware does so natively: GPUs, and CPUs with
+# AVX512-BF16 or AMX instructions, where the `teaching` step runs about 1.25 times faster
+# than in float32 (`train.use_gpu_features` decides; the run prints its choice). Weights and
+# the loss stay in float32.
+#
 # We also keep `c` of a fixed batch of held-out views, to compare after training.
 
 # %%
@@ -249,11 +254,11 @@ fig = plots.plot_cross_correlations({"before training": np.asarray(c_before)[:64
 # %% [markdown]
 # Before training, the diagonal is already well above 0, because two views of one image look
 # alike even to random features, and many off-diagonal entries are far from 0, because random
-# features are redundant. After training the diagonal is much brighter: the two views of an
-# image now agree on most features. The background, in a run this short, hardly changes (compare
-# the rms values printed above): the invariance term dominates the loss at first (the lines
-# printed at every epoch show both terms), and six epochs mostly buy invariance. Exercise 5
-# asks what a longer run does to the background.
+# features are redundant. After training both terms show (compare the values printed above):
+# the diagonal is brighter, as the two views of an image now agree on most features, and the
+# background is darker, as the features became less redundant with one another. Six epochs
+# of a small network are a start: the diagonal is still far from 1. Exercise 5 asks what a
+# longer run does.
 #
 # ## 6. Interrupted? Run it again
 #
@@ -363,6 +368,6 @@ shutil.rmtree(scratch)
 # 4. Interrupt a run yourself: start `python -m bt_helpers train --preset ci --out runs/ci-demo`
 #    in a terminal, press Ctrl-C during the second epoch, run it again, and compare
 #    `runs/ci-demo/history.csv` with an uninterrupted run.
-# 5. Train the `teaching` preset for 20 epochs (`preset.replace(epochs=20)`, about 17 minutes on
-#    2 cores, in another run folder) and redo section 5: does the off-diagonal background of `c`
-#    get greyer once the diagonal is near 1?
+# 5. Train the `teaching` preset for 20 epochs (`preset.replace(epochs=20)`, about 19 minutes on
+#    2 cores, in another run folder) and redo section 5: how close does the diagonal of `c` get
+#    to 1, and does the background keep fading?

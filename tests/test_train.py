@@ -381,3 +381,19 @@ def test_training_figures():
         plots.plot_training_curves([])
     fig = plots.plot_lr_schedule(optim.WarmupCosine(0.5, 2, 10), 10, steps_per_epoch=2)
     np.testing.assert_allclose(fig.axes[0].lines[0].get_ydata().max(), 0.5)
+
+
+@pytest.mark.parametrize("native, expected", [(True, "bfloat16"), (False, None)])
+def test_precision_on_a_cpu_follows_native_bfloat16(monkeypatch, native, expected):
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: [])
+    monkeypatch.setattr(train, "cpu_has_native_bfloat16", lambda: native)
+    # The teaching preset asks for mixed precision: bfloat16 only where the CPU computes it.
+    assert train.use_gpu_features(get_preset("teaching")) == (expected, False)
+    # XLA is for GPUs; explicit arguments win; the ci preset stays in float32.
+    assert train.use_gpu_features(get_preset("full")) == (expected, False)
+    assert train.use_gpu_features(get_preset("ci")) == (None, False)
+    assert train.use_gpu_features(get_preset("teaching"), mixed_precision=False) == (None, False)
+    assert train.use_gpu_features(get_preset("ci"), mixed_precision=True,
+                                  jit_compile=True) == ("bfloat16", True)
+    with pytest.raises(ValueError, match="mixed_precision=.fp8."):
+        train.use_gpu_features(get_preset("ci"), mixed_precision="fp8")
