@@ -29,7 +29,8 @@ float32 implementation of this network passes here.
 
 ``teaching`` -- pretrain the ``teaching`` preset on 45,000 CIFAR-10 images for ``--minutes``
 (10) of wall time, then the linear probe (``bt_helpers.evaluate.linear_probe``) on the frozen
-encoder's features of the 45,000 training images, scored on the 5,000 held-out images; the
+encoder's features (computed in float32) of the 45,000 training images, scored on the 5,000
+held-out images; the
 same probe on the same architecture at random initialisation (the run's own initial weights).
 The encoder sees the stored 32x32 images (``train.encoder_for_images``); when the preset
 pretrains on smaller views, both are also probed on images resized to the view size. The number of epochs is sized
@@ -412,11 +413,15 @@ def bench_teaching(args) -> dict:
                 "probe_l2": linear.l2, "probe_epochs": linear.epochs,
                 "feature_dim": int(f_train.shape[1])}
 
-    results["trained"] = probe(result.model.encoder)
+    # Both encoders are evaluated in float32, as bt_helpers.evaluate does with a run folder,
+    # whatever precision the training used.
+    trained = train.build_model(run_preset, seed=args.seed)
+    trained.encoder.set_weights(result.model.encoder.get_weights())
+    results["trained"] = probe(trained.encoder)
     random_model = train.build_model(run_preset, seed=args.seed)  # the run's initial weights
     results["random_init"] = probe(random_model.encoder)
     if preset.image_size != images.x_train.shape[1]:  # the same, fed views-sized images
-        results["trained_at_view_size"] = probe(result.model.encoder, preset.image_size)
+        results["trained_at_view_size"] = probe(trained.encoder, preset.image_size)
         results["random_init_at_view_size"] = probe(random_model.encoder, preset.image_size)
     results["gain_points"] = round(100 * (results["trained"]["linear_probe"]
                                           - results["random_init"]["linear_probe"]), 2)
