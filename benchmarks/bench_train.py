@@ -30,10 +30,10 @@ float32 implementation of this network passes here.
 ``teaching`` -- pretrain the ``teaching`` preset on 45,000 CIFAR-10 images for ``--minutes``
 (10) of wall time, then the linear probe (``bt_helpers.evaluate.linear_probe``) on the frozen
 encoder's features (computed in float32) of the 45,000 training images, scored on the 5,000
-held-out images; the
-same probe on the same architecture at random initialisation (the run's own initial weights).
-The encoder sees the stored 32x32 images (``train.encoder_for_images``); when the preset
-pretrains on smaller views, both are also probed on images resized to the view size. The number of epochs is sized
+held-out images; the same probe on the same architecture at random initialisation (the run's
+own initial weights). The encoder sees the stored 32x32 images
+(``train.encoder_for_images``); when the preset pretrains on smaller views, both are also
+probed on images resized to the view size. The number of epochs is sized
 to 90% of the budget from a short timed warm-up (not counted), so that the cosine schedule
 ends before the budget; a hard stop enforces it.
 
@@ -263,8 +263,8 @@ def bench_pipeline(args) -> dict:
     results = {"command": "pipeline", "batch_size": batch, "timed_steps": args.steps,
                "machine": machine()}
     # The arithmetic of one image pair: two views, forward + backward (3x the forward) through
-    # encoder and projector, and the loss's D x D product (N D^2 multiply-adds per view pair
-    # and batch, forward; twice that backward).
+    # encoder and projector, and its share of the loss's D x D product c = z_a^T z_b / N
+    # (D^2 multiply-adds forward, twice that backward).
     units = 5000
     forward = models.count_flops(resnet34_2021()) + models.count_flops(projector_2021(units=units))
     flops_per_pair = 2 * 3 * forward + 3 * 2 * units ** 2
