@@ -23,6 +23,13 @@ from typing import Optional
 
 PRESET_ENV = "BT_PRESET"
 
+#: Residual blocks per stage for each supported ResNet depth (``bt_helpers.models`` builds
+#: them). ResNet-10 (one block per stage) is the teaching preset's CPU-sized encoder; 18 and
+#: 34 are the paper-style ones.
+STAGE_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
+#: The supported stems (see ``bt_helpers.models.resnet``).
+STEMS = ("cifar", "imagenet")
+
 
 @dataclasses.dataclass(frozen=True)
 class Preset:
@@ -37,7 +44,7 @@ class Preset:
             after the validation split.
         n_val: how many images are held out (stratified) for validation / kNN monitoring.
         image_size: side of the square images fed to the network, in pixels.
-        depth: ResNet depth, 10, 18 or 34 (``bt_helpers.models.STAGE_BLOCKS``).
+        depth: ResNet depth, 10, 18 or 34 (:data:`STAGE_BLOCKS`).
         stem: ``"cifar"`` (3x3 stride-1 conv, no max-pool) or ``"imagenet"`` (7x7 stride-2
             conv + max-pool, what the 2021 example used on 32x32 images).
         width: channels of the first ResNet stage (64 in the paper's ResNets).
@@ -91,8 +98,10 @@ class Preset:
                "None or an integer >= 2")
         _check(self.n_val >= 0, "n_val", self.n_val, "an integer >= 0")
         _check(self.image_size >= 8, "image_size", self.image_size, "an integer >= 8")
-        _check(self.depth in (10, 18, 34), "depth", self.depth, "10, 18 or 34")
-        _check(self.stem in ("cifar", "imagenet"), "stem", self.stem, "'cifar' or 'imagenet'")
+        *depths, last_depth = STAGE_BLOCKS
+        _check(self.depth in STAGE_BLOCKS, "depth", self.depth,
+               f"{', '.join(map(str, depths))} or {last_depth}")
+        _check(self.stem in STEMS, "stem", self.stem, " or ".join(map(repr, STEMS)))
         _check(self.width >= 1, "width", self.width, "an integer >= 1")
         _check(len(self.proj_dims) >= 1 and all(int(d) >= 1 for d in self.proj_dims),
                "proj_dims", self.proj_dims, "a non-empty tuple of positive integers")

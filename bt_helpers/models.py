@@ -39,11 +39,8 @@ from typing import NamedTuple, Optional, Sequence
 
 import keras
 
-#: Residual blocks per stage for each supported depth. ResNet-10 (one block per stage) is the
-#: teaching preset's CPU-sized encoder; 18 and 34 are the paper-style ones.
-STAGE_BLOCKS = {10: (1, 1, 1, 1), 18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-#: The supported stems (see :func:`resnet`).
-STEMS = ("cifar", "imagenet")
+# Blocks per stage for each depth, and the stems: defined with the presets that choose them.
+from bt_helpers.config import STAGE_BLOCKS, STEMS
 #: Stride of the first block of each stage; stage ``i`` has ``width * STAGE_MULTIPLIERS[i]`` channels.
 STAGE_STRIDES = (1, 2, 2, 2)
 STAGE_MULTIPLIERS = (1, 2, 4, 8)
